@@ -1,0 +1,86 @@
+"""Which run ``align_track.log()`` reaches from the calling thread."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+if TYPE_CHECKING:
+    from align_track.tracker import Run
+
+logger = logging.getLogger(__name__)
+
+_local = threading.local()
+# Runs open in this process, in order of opening. A thread with no run of its own
+# (one the job started) logs to the only open run.
+_open: Dict[str, "Run"] = {}
+_lock = threading.Lock()
+_warned: set = set()
+_forked_from: Optional[int] = None
+
+
+def bind(run: "Run") -> Any:
+    """Make ``run`` the current run of this thread; returns a token for unbind."""
+    previous = getattr(_local, "run", None)
+    _local.run = run
+    with _lock:
+        _open[run.id] = run
+    return previous
+
+
+def unbind(token: Any) -> None:
+    _local.run = token
+
+
+def forget(run: "Run") -> None:
+    with _lock:
+        _open.pop(run.id, None)
+    if getattr(_local, "run", None) is run:
+        _local.run = None
+
+
+def current() -> Optional["Run"]:
+    run = getattr(_local, "run", None)
+    if run is not None and not run._closed:
+        return run
+    with _lock:
+        if len(_open) == 1:
+            return next(iter(_open.values()))
+        count = len(_open)
+    if count > 1:
+        warn_once("ambiguous", "%d runs are open in this process and this thread has "
+                  "none bound; the points are dropped\n  in the thread, use "
+                  "`with align_track.bind(run):` with the run from "
+                  "align_track.current_run() of the job's thread", count)
+    elif _forked_from is not None:
+        warn_once("forked", "align_track.log() was called in a process forked from "
+                  "pid %d; points logged in a forked child are not recorded\n  "
+                  "log from the parent process (return values from the workers)",
+                  _forked_from)
+    else:
+        warn_once("no-run", "align_track.log() was called with no open run; nothing "
+                  "is recorded\n  add +tracker=sqlite to the command line, or log inside "
+                  "`with align_track.track_run(...)`")
+    return None
+
+
+def open_runs() -> Dict[str, "Run"]:
+    with _lock:
+        return dict(_open)
+
+
+def warn_once(key: str, msg: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(msg, *args)
+
+
+def after_fork() -> None:
+    global _lock, _forked_from, _local
+    _lock = threading.Lock()
+    if _open:
+        _forked_from = os.getppid()
+    _open.clear()
+    _local = threading.local()
+    _warned.discard("forked")

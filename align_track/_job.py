@@ -1,0 +1,130 @@
+"""Read a Hydra job's config into a :class:`RunRecord`."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from align_track.capture import resolve_leafwise, to_plain, unresolved_yaml
+from align_track.facts import environment, git_state
+from align_track.flatten import flatten
+from align_track.records import RunRecord, SweepRecord
+from align_track.settings import TrackerSettings
+from align_track.tracker import new_run_id
+
+#: Top-level nodes left out of params: Hydra's own (recorded as runtime facts) and
+#: the tracker settings.
+NOT_PARAMS = ("hydra", "tracker")
+
+
+def select(config: DictConfig, key: str, default: Any = None) -> Any:
+    try:
+        value = OmegaConf.select(config, key, default=default, throw_on_missing=False)
+    except Exception:  # an interpolation in the hydra node that does not resolve
+        return default
+    return to_plain(value)
+
+
+def launch_dir(config: DictConfig) -> str:
+    """The directory the user launched from, whatever hydra.job.chdir says."""
+    return select(config, "hydra.runtime.cwd") or os.getcwd()
+
+
+def is_multirun(config: DictConfig) -> bool:
+    return str(select(config, "hydra.mode", "")).endswith("MULTIRUN")
+
+
+def job_num(config: DictConfig) -> Optional[int]:
+    num = select(config, "hydra.job.num")
+    return num if isinstance(num, int) and is_multirun(config) else None
+
+
+def run_name(config: DictConfig, settings: TrackerSettings) -> str:
+    if settings.run_name:
+        return settings.run_name
+    job = select(config, "hydra.job.name", "job")
+    overrides = [o for o in task_overrides(config) if not o.lstrip("+~").startswith("tracker")]
+    return f"{job} {' '.join(overrides)}" if overrides else job
+
+
+def task_overrides(config: DictConfig) -> List[str]:
+    return list(select(config, "hydra.overrides.task", []) or [])
+
+
+def experiment_name(config: DictConfig, settings: TrackerSettings) -> str:
+    return settings.experiment or select(config, "hydra.job.name") or "default"
+
+
+def run_record(
+    config: DictConfig, settings: TrackerSettings, sweep_id: Optional[str], store: str
+) -> RunRecord:
+    resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
+    user_config: Dict[str, Any] = resolved
+    return RunRecord(
+        id=new_run_id(),
+        experiment=experiment_name(config, settings),
+        name=run_name(config, settings),
+        started_at=time.time(),
+        config=user_config,
+        config_yaml=unresolved_yaml(config, skip=NOT_PARAMS),
+        params=flatten(user_config),
+        overrides=task_overrides(config),
+        choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
+        tags={str(k): str(v) for k, v in settings.tags.items()},
+        output_dir=select(config, "hydra.runtime.output_dir"),
+        sweep_id=sweep_id if is_multirun(config) else None,
+        job_num=job_num(config),
+        sweep_dir=select(config, "hydra.sweep.dir") if is_multirun(config) else None,
+        env={**environment(store), "launch_dir": launch_dir(config),
+             "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")},
+        git=git_state(launch_dir(config)),
+    )
+
+
+def sweep_record(config: DictConfig, sweep_id: str, experiment: str) -> SweepRecord:
+    return SweepRecord(
+        id=sweep_id,
+        experiment=experiment,
+        started_at=time.time(),
+        dir=_abs(select(config, "hydra.sweep.dir"), launch_dir(config)),
+        command=list(sys.argv),
+        overrides=task_overrides(config),
+        sweeper=select(config, "hydra.sweeper._target_"),
+        launcher=select(config, "hydra.launcher._target_"),
+    )
+
+
+def hydra_files(config: DictConfig) -> List[str]:
+    """Paths of Hydra's .hydra/*.yaml and the job log file, where they exist."""
+    out_dir = select(config, "hydra.runtime.output_dir")
+    if not out_dir:
+        return []
+    files = []
+    subdir = select(config, "hydra.output_subdir")
+    if subdir:
+        folder = os.path.join(out_dir, subdir)
+        for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+            files.append(os.path.join(folder, name))
+    log_file = select(config, "hydra.job_logging.handlers.file.filename")
+    if not log_file:
+        log_file = os.path.join(out_dir, f"{select(config, 'hydra.job.name', 'job')}.log")
+    files.append(_abs(log_file, out_dir))
+    return [f for f in files if f and os.path.isfile(f)]
+
+
+def _abs(path: Optional[str], base: str) -> Optional[str]:
+    if path is None:
+        return None
+    return path if os.path.isabs(path) else os.path.abspath(os.path.join(base, path))
+
+
+def _hydra_version() -> Optional[str]:
+    try:
+        import hydra
+
+        return hydra.__version__
+    except Exception:
+        return None

@@ -1,0 +1,232 @@
+"""The default backend: one SQLite file, no server, standard library only."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+from typing import Any, Dict, List, Mapping, Tuple
+
+from align_track import store
+from align_track.backends.base import Backend
+from align_track.env import anchor, default_db
+from align_track.records import RUNNING, Point, RunEnd, RunRecord, SweepRecord
+
+logger = logging.getLogger(__name__)
+
+
+class SQLiteBackend(Backend):
+    """Runs in one SQLite file, in WAL mode, written by a background thread.
+
+    Args:
+        db: path of the store; created with its folder if missing.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, db: str):
+        self.db = os.path.abspath(db)
+        self.location = f"sqlite:///{self.db}"
+        self._conn: Any = None
+        self._lock = threading.RLock()
+        self._run_keys: Dict[str, int] = {}
+        self._series: Dict[Tuple[int, str, str], int] = {}
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = store.connect(self.db)
+            logger.debug("opened %s", self.db)
+        return self._conn
+
+    def _write(self, fn: Any, *args: Any) -> Any:
+        with self._lock:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn, *args)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    @classmethod
+    def from_settings(cls, settings: Any, launch_dir: str) -> Tuple[str, Dict[str, Any]]:
+        db = anchor(settings.db, launch_dir) if settings.db else default_db(launch_dir)
+        return db, {"db": db}
+
+    def open(self) -> None:
+        """Open the file now, so a bad path is reported at job start."""
+        with self._lock:
+            self.conn  # noqa: B018
+
+    def start_run(self, record: RunRecord) -> None:
+        self._write(self._insert_run, record)
+
+    def _insert_run(self, conn: sqlite3.Connection, r: RunRecord) -> None:
+        exp_id = self._experiment_id(conn, r.experiment)
+        cur = conn.execute(
+            "INSERT INTO runs (id, experiment_id, name, status, started_at, heartbeat_at,"
+            " sweep_id, job_num, output_dir, overrides, choices, config, config_yaml,"
+            " env, git) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (r.id, exp_id, r.name, RUNNING, r.started_at, r.started_at, r.sweep_id,
+             r.job_num, r.output_dir, store.dumps(r.overrides), store.dumps(r.choices),
+             store.dumps(r.config), r.config_yaml, store.dumps(r.env), store.dumps(r.git)),
+        )
+        key = cur.lastrowid
+        self._run_keys[r.id] = key
+        conn.executemany(
+            "INSERT OR REPLACE INTO params (run_key, key, value, type) VALUES (?,?,?,?)",
+            [(key, k, *store.param_row(v)) for k, v in r.params.items()],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO tags (run_key, key, value) VALUES (?,?,?)",
+            [(key, k, v) for k, v in r.tags.items()],
+        )
+
+    @staticmethod
+    def _experiment_id(conn: sqlite3.Connection, name: str) -> int:
+        conn.execute("INSERT OR IGNORE INTO experiments (name, created_at) VALUES (?, ?)",
+                     (name, store.now()))
+        return conn.execute("SELECT id FROM experiments WHERE name = ?", (name,)).fetchone()[0]
+
+    def _key(self, conn: sqlite3.Connection, run_id: str) -> int:
+        key = self._run_keys.get(run_id)
+        if key is None:
+            row = conn.execute("SELECT key FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"run {run_id} is not in {self.db}")
+            key = self._run_keys[run_id] = row[0]
+        return key
+
+    def log_metrics(self, run_id: str, points: List[Point]) -> None:
+        if points:
+            self._write(self._insert_points, run_id, points)
+
+    def _insert_points(self, conn: sqlite3.Connection, run_id: str, points: List[Point]) -> None:
+        run_key = self._key(conn, run_id)
+        series = self._series
+        rows = []
+        last: Dict[int, List[Any]] = {}
+        for name, step, value, wall, ctx in points:
+            sid = series.get((run_key, name, ctx))
+            if sid is None:
+                sid = self._series_id(conn, run_key, name, ctx)
+            if value != value:  # NaN: SQLite would store NULL anyway; say so explicitly
+                value = None
+            rows.append((sid, step, value, wall))
+            entry = last.get(sid)
+            if entry is None:
+                last[sid] = [step, value, 1]
+            else:
+                entry[0], entry[1], entry[2] = step, value, entry[2] + 1
+        conn.executemany("INSERT INTO points (series_id, step, value, wall) VALUES (?,?,?,?)", rows)
+        conn.executemany(
+            "UPDATE series SET last_step = ?, last_value = ?, count = count + ? WHERE id = ?",
+            [(s, v, n, sid) for sid, (s, v, n) in last.items()],
+        )
+
+    def _series_id(self, conn: sqlite3.Connection, run_key: int, name: str, ctx: str) -> int:
+        conn.execute("INSERT OR IGNORE INTO series (run_key, name, context) VALUES (?,?,?)",
+                     (run_key, name, ctx))
+        sid = conn.execute("SELECT id FROM series WHERE run_key=? AND name=? AND context=?",
+                           (run_key, name, ctx)).fetchone()[0]
+        self._series[(run_key, name, ctx)] = sid
+        return sid
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            key = self._key(conn, run_id)
+            conn.executemany(
+                "INSERT OR REPLACE INTO params (run_key, key, value, type) VALUES (?,?,?,?)",
+                [(key, k, *store.param_row(v)) for k, v in params.items()],
+            )
+        self._write(insert)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            key = self._key(conn, run_id)
+            conn.executemany("INSERT OR REPLACE INTO tags (run_key, key, value) VALUES (?,?,?)",
+                             [(key, k, v) for k, v in tags.items()])
+        self._write(insert)
+
+    def log_artifact(self, run_id: str, path: str, name: str) -> Dict[str, Any]:
+        sha, size = self._store_object(path)
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO artifacts (run_key, name, sha256, size, created_at)"
+                " VALUES (?,?,?,?,?)", (self._key(conn, run_id), name, sha, size, store.now()))
+        self._write(insert)
+        return {"name": name, "size": size, "sha256": sha, "path": str(self.object_path(sha))}
+
+    def object_path(self, sha: str) -> "os.PathLike[str]":
+        return store.artifact_dir(self.db) / "objects" / sha[:2] / sha
+
+    def _store_object(self, path: str) -> Tuple[str, int]:
+        objects = store.artifact_dir(self.db) / "objects"
+        objects.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
+        try:
+            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+            sha = digest.hexdigest()
+            final = self.object_path(sha)
+            if os.path.exists(final):
+                os.unlink(tmp)  # same bytes stored once
+            else:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(tmp, final)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return sha, size
+
+    def end_run(self, run_id: str, end: RunEnd) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE runs SET status = ?, ended_at = ?, error = ?, return_value = ?,"
+                " dropped = ? WHERE key = ?",
+                (end.status, end.ended_at, store.dumps(end.error) if end.error else None,
+                 store.dumps(end.return_value) if end.return_value is not None else None,
+                 end.dropped, self._key(conn, run_id)),
+            )
+        self._write(update)
+
+    def heartbeat(self, run_ids: List[str], now: float) -> None:
+        self._write(lambda c: c.executemany(
+            "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
+            [(now, rid) for rid in run_ids]))
+
+    def start_sweep(self, sweep: SweepRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO sweeps (id, experiment_id, dir, command, overrides,"
+                " sweeper, launcher, started_at) VALUES (?,?,?,?,?,?,?,?)",
+                (sweep.id, self._experiment_id(conn, sweep.experiment), sweep.dir,
+                 store.dumps(sweep.command), store.dumps(sweep.overrides), sweep.sweeper,
+                 sweep.launcher, sweep.started_at))
+        self._write(insert)
+
+    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
+        self._write(lambda c: c.execute("UPDATE sweeps SET ended_at = ? WHERE id = ?",
+                                        (ended_at, sweep_id)))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    def describe_run(self, run_id: str) -> str:
+        return f"experiments --db {self.db} show {run_id}"

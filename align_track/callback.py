@@ -1,0 +1,192 @@
+"""The Hydra callback that turns every job into a tracked run."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from typing import Any, Dict, Optional
+
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from align_track import _context, _job, _lifecycle, backends
+from align_track.capture import to_plain
+from align_track.errors import AlignTrackConfigError
+from align_track.records import FAILED, FINISHED
+from align_track.settings import TrackerSettings, as_dict, parse_settings
+from align_track.tracker import Run, Tracker, error_info, get_tracker
+
+logger = logging.getLogger(__name__)
+
+
+class TrackerCallback(Callback):
+    """Record each Hydra job as a run.
+
+    Enable it with ``+tracker=sqlite`` on the command line, or in the primary
+    config::
+
+        defaults:
+          - tracker: sqlite
+          - _self_
+
+    or write the callback by hand::
+
+        hydra:
+          callbacks:
+            tracker:
+              _target_: align_track.TrackerCallback
+              db: runs/experiments.db
+
+    Args:
+        settings: the ``tracker`` node (see :class:`align_track.settings.TrackerSettings`
+            for every key: ``backend``, ``db``, ``experiment``, ``run_name``, ``tags``,
+            ``strict``, ...).
+        **kwargs: settings given one by one; they win over ``settings``.
+
+    Raises:
+        AlignTrackConfigError: a key is unknown or a value is invalid.
+        BackendUnavailableError: the selected backend's package is not installed.
+    """
+
+    def __init__(self, settings: Any = None, **kwargs: Any) -> None:
+        raw = {**(to_plain(settings) or {}), **kwargs}
+        self.settings: TrackerSettings = parse_settings(raw)
+        if self.settings.enabled:
+            backends.check_installed(self.settings.backend)
+        self.sweep_id: Optional[str] = None
+        self._runs: Dict[int, Run] = {}
+
+    # Hydra may pickle the callback into launcher workers: send settings only.
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"settings": self.settings, "sweep_id": self.sweep_id}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.settings = state["settings"]
+        self.sweep_id = state["sweep_id"]
+        self._runs = {}
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Multirun mode, in the launching process, before any job: record the sweep."""
+        self.sweep_id = uuid.uuid4().hex
+        settings = self._job_settings(config)
+        if not settings.enabled:
+            return
+        try:
+            tracker = self._tracker(settings, config)
+            experiment = _job.experiment_name(config, settings)
+            tracker.backend.start_sweep(_job.sweep_record(config, self.sweep_id, experiment))
+            logger.info("sweep %s recorded in %s", self.sweep_id, tracker.backend.location)
+        except Exception as exc:
+            logger.error("could not record sweep %s: %s", self.sweep_id, exc)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Multirun mode, in the launching process, after every job returned."""
+        settings = self._job_settings(config)
+        if not settings.enabled or self.sweep_id is None:
+            return
+        try:
+            self._tracker(settings, config).backend.end_sweep(self.sweep_id, time.time())
+        except Exception as exc:
+            logger.error("could not close sweep %s: %s", self.sweep_id, exc)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Both modes, in the process and thread that runs the job: open its run."""
+        settings = self._job_settings(config)
+        if not settings.enabled:
+            return
+        try:
+            run = self._open_run(config, settings)
+        except Exception as exc:
+            logger.error("tracking is off for this job: %s could not open a run: %s\n"
+                         "  the job runs untracked; fix the tracker settings or the store",
+                         settings.backend, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+            return
+        self._runs[threading.get_ident()] = run
+        _context.bind(run)
+        _lifecycle.install()
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """Both modes, where the job ran, after the task returned or raised."""
+        run = self._runs.pop(threading.get_ident(), None)
+        if run is None:
+            return
+        try:
+            self._attach_hydra_files(run, config)
+            self._close(run, job_return)
+        finally:
+            _context.forget(run)
+            _lifecycle.uninstall()
+
+    def _job_settings(self, config: DictConfig) -> TrackerSettings:
+        job_node = _job.select(config, "tracker")
+        if not isinstance(job_node, dict):
+            return self.settings
+        merged = {**as_dict(self.settings), **job_node}
+        try:
+            return parse_settings(merged)
+        except AlignTrackConfigError as exc:
+            logger.error("%s; using the sweep's tracker settings", exc)
+            return self.settings
+
+    def _tracker(self, settings: TrackerSettings, config: DictConfig) -> Tracker:
+        key, factory = backends.build(settings, _job.launch_dir(config))
+
+        def make() -> Tracker:
+            backend = factory()
+            backend.open()
+            return Tracker(backend, flush_interval=settings.flush_interval)
+
+        return get_tracker(key, make)
+
+    def _open_run(self, config: DictConfig, settings: TrackerSettings) -> Run:
+        tracker = self._tracker(settings, config)
+        sweep_id = self.sweep_id
+        if sweep_id is None and _job.is_multirun(config):
+            sweep_id = _job.select(config, "hydra.sweep.dir")
+        record = _job.run_record(config, settings, sweep_id, tracker.backend.location)
+        return tracker.start_run(record=record, strict=settings.strict)
+
+    def _attach_hydra_files(self, run: Run, config: DictConfig) -> None:
+        if not self.settings.log_hydra_files:
+            return
+        out_dir = run.record.output_dir or ""
+        for path in _job.hydra_files(config):
+            run.log_artifact(path, name=os.path.relpath(path, out_dir))
+
+    @staticmethod
+    def _close(run: Run, job_return: JobReturn) -> None:
+        if job_return.status == JobStatus.COMPLETED:
+            value = job_return._return_value
+            _log_return_value(run, value)
+            run.end(FINISHED, return_value=_jsonable(value))
+        else:
+            exc = job_return._return_value
+            error = error_info(exc) if isinstance(exc, BaseException) else None
+            run.end(FAILED, error=error)
+
+
+def _log_return_value(run: Run, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        run.log({"return_value": value})
+    elif isinstance(value, dict):
+        numbers = {f"return_value.{k}": v for k, v in value.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if numbers:
+            run.log(numbers)
+    elif isinstance(value, (list, tuple)) and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        run.log({f"return_value.{i}": v for i, v in enumerate(value)})
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    value = to_plain(value)
+    try:
+        json.dumps(value, allow_nan=True)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,0 +1,96 @@
+"""Capture a composed Hydra config without breaking the job.
+
+The config is read once, in ``on_job_start``: the unresolved text always, and each
+leaf resolved on its own, so one interpolation that cannot resolve yet (a resolver
+the task registers itself, a ``???`` value) keeps its text and the rest resolve.
+Nothing is resolved again later, so resolvers with side effects run once here.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, List, Tuple, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+logger = logging.getLogger(__name__)
+
+MISSING = "???"
+
+
+def unresolved_yaml(cfg: DictConfig, skip: Iterable[str] = ("hydra",)) -> str:
+    keys = [k for k in cfg.keys() if k not in set(skip)]
+    return OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, keys))
+
+
+def resolve_leafwise(
+    cfg: Union[DictConfig, ListConfig], skip: Iterable[str] = ("hydra",)
+) -> Tuple[Any, List[str]]:
+    """Return ``(containers, unresolved)``: the config as plain dicts and lists with
+    every leaf resolved where it resolves, and the dotted keys of those that did not.
+    """
+    unresolved: List[str] = []
+    skip_set = set(skip)
+    out = _resolve_node(cfg, "", unresolved, skip_set)
+    return out, unresolved
+
+
+def _resolve_node(node: Any, path: str, unresolved: List[str], skip: set) -> Any:
+    if isinstance(node, DictConfig):
+        if node._is_none():
+            return None
+        if node._is_missing():
+            return MISSING
+        return {
+            str(key): _resolve_child(node, key, _join(path, key), unresolved)
+            for key in node.keys()
+            if key not in skip
+        }
+    if isinstance(node, ListConfig):
+        if node._is_none():
+            return None
+        if node._is_missing():
+            return MISSING
+        return [
+            _resolve_child(node, i, f"{path}[{i}]", unresolved)
+            for i in range(len(node))
+        ]
+    return node
+
+
+def _resolve_child(parent: Any, key: Any, path: str, unresolved: List[str]) -> Any:
+    child = parent._get_node(key)
+    if child is None:
+        return None
+    if child._is_missing():
+        return MISSING
+    if not child._is_interpolation():
+        if isinstance(child, (DictConfig, ListConfig)):
+            return _resolve_node(child, path, unresolved, set())
+        return child._value()
+    try:
+        value = parent[key]
+    except Exception as exc:  # any resolver error: keep the text, never fail the job
+        logger.debug("config key %r does not resolve at job start: %s", path, exc)
+        unresolved.append(path)
+        return child._value()
+    if isinstance(value, (DictConfig, ListConfig)):
+        return _resolve_node(value, path, unresolved, set())
+    return value
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def to_plain(value: Any) -> Any:
+    """Plain containers for a DictConfig/ListConfig, resolving what resolves."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return resolve_leafwise(value, skip=())[0]
+    return value
+
+
+def resolved_dict(cfg: DictConfig) -> Dict[str, Any]:
+    out, unresolved = resolve_leafwise(cfg)
+    if unresolved:
+        logger.debug("kept %d unresolved interpolations as text", len(unresolved))
+    return out

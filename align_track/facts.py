@@ -1,0 +1,82 @@
+"""Facts about the process and the code a run comes from."""
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from typing import Any, Dict, Optional
+
+logger = logging.getLogger(__name__)
+
+_git_cache: Dict[str, Dict[str, Any]] = {}
+
+
+def environment(store: Optional[str] = None) -> Dict[str, Any]:
+    """Host, process and interpreter facts. Environment variables are not captured."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = None
+    facts: Dict[str, Any] = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "user": user,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+    }
+    if store is not None:
+        facts["store"] = store
+    return facts
+
+
+def git_state(directory: str) -> Dict[str, Any]:
+    """Commit, branch and dirtiness of the checkout holding ``directory``.
+
+    Empty when ``directory`` is not in a git checkout or git is not installed.
+    Cached per directory for the life of the process: a sweep asks once.
+    """
+    directory = os.path.abspath(directory)
+    if directory not in _git_cache:
+        _git_cache[directory] = _read_git(directory)
+    return dict(_git_cache[directory])
+
+
+def _read_git(directory: str) -> Dict[str, Any]:
+    if shutil.which("git") is None:
+        return {}
+    commit = _git(directory, "rev-parse", "HEAD")
+    if commit is None:
+        return {}
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit,
+        "branch": _git(directory, "rev-parse", "--abbrev-ref", "HEAD"),
+        "dirty": bool(status) if status is not None else None,
+        "root": _git(directory, "rev-parse", "--show-toplevel"),
+    }
+
+
+def _git(directory: str, *args: str) -> Optional[str]:
+    try:
+        out = subprocess.run(
+            ["git", *args],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.debug("git %s failed: %s", args[0], exc)
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip()

@@ -1,0 +1,93 @@
+"""The ``tracker`` settings: one typed schema for every backend."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Mapping, Optional
+
+from align_track.errors import AlignTrackConfigError
+
+BACKENDS = ("sqlite", "aim", "mlflow", "clearml")
+
+
+@dataclasses.dataclass
+class TrackerSettings:
+    # Which store: sqlite, aim, mlflow or clearml.
+    backend: str = "sqlite"
+    # Turn tracking off without removing the callback.
+    enabled: bool = True
+    # Experiment name; default: the Hydra job name.
+    experiment: Optional[str] = None
+    # Run name; default: the job name and the job's overrides.
+    run_name: Optional[str] = None
+    # Tags set on every run.
+    tags: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # Raise instead of warning when log() gets a value it cannot store.
+    strict: bool = False
+    # Seconds between background writes.
+    flush_interval: float = 1.0
+    # Attach Hydra's .hydra/ files and the job log at job end.
+    log_hydra_files: bool = True
+    # sqlite: path of the store; default $ALIGN_TRACK_DB or ./experiments.db.
+    db: Optional[str] = None
+    # mlflow: tracking URI; default sqlite:///mlflow.db in the launch directory.
+    tracking_uri: Optional[str] = None
+    # aim: repo path or aim://host:port; default ./.aim... in the launch directory.
+    repo: Optional[str] = None
+    system_tracking_interval: Optional[float] = None
+    log_system_params: bool = False
+    # clearml
+    project: Optional[str] = None
+    task_name: Optional[str] = None
+    offline: bool = False
+    output_uri: Optional[str] = None
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrackerSettings))
+
+
+def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
+    """Validate a plain mapping into :class:`TrackerSettings`.
+
+    Raises:
+        AlignTrackConfigError: an unknown key, an unknown backend or a value of the
+            wrong type; the message names the key and what is accepted.
+    """
+    raw = dict(raw or {})
+    unknown = sorted(k for k in raw if k not in FIELDS)
+    if unknown:
+        raise AlignTrackConfigError(
+            f"tracker.{unknown[0]} is not a tracker setting; "
+            f"accepted keys: {', '.join(FIELDS)}"
+        )
+    backend = raw.get("backend", "sqlite")
+    if backend not in BACKENDS:
+        raise AlignTrackConfigError(
+            f"tracker.backend={backend!r} is unknown; expected one of {', '.join(BACKENDS)}"
+        )
+    from omegaconf import OmegaConf
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(TrackerSettings), raw)
+    except Exception as exc:  # omegaconf's ValidationError names the key and type
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", "?")
+        raise AlignTrackConfigError(f"tracker.{key}: {exc}".splitlines()[0]) from None
+    settings = OmegaConf.to_object(merged)
+    assert isinstance(settings, TrackerSettings)
+    if settings.flush_interval <= 0:
+        raise AlignTrackConfigError(
+            f"tracker.flush_interval={settings.flush_interval} must be > 0 seconds"
+        )
+    return settings
+
+
+def as_dict(settings: TrackerSettings) -> Dict[str, Any]:
+    return dataclasses.asdict(settings)
+
+
+def register_schema() -> None:
+    """Put the schema in Hydra's ConfigStore so composition checks the types."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(
+        group="align_track", name="tracker_schema", node=TrackerSettings, provider="align-track"
+    )

@@ -1,0 +1,281 @@
+"""The SQLite store: schema, opening, and the reads the CLI makes.
+
+Schema version 1 (``PRAGMA user_version``). Tables:
+
+- ``experiments(id, name, created_at)``
+- ``sweeps(id, experiment_id, dir, command, overrides, sweeper, launcher,
+  started_at, ended_at)``
+- ``runs(key, id, experiment_id, name, status, started_at, ended_at, heartbeat_at,
+  sweep_id, job_num, output_dir, overrides, choices, config, config_yaml, env, git,
+  error, return_value, dropped)``; JSON text in overrides, choices, config, env, git,
+  error and return_value
+- ``params(run_key, key, value, type)``: one row per flat config key; ``value`` keeps
+  SQLite's own type (numbers compare as numbers), ``type`` is the Python type
+- ``tags(run_key, key, value)``
+- ``series(id, run_key, name, context, last_step, last_value, count)``: one row per
+  metric name and context of a run
+- ``points(series_id, step, value, wall)``: ``value`` NULL stands for NaN
+- ``artifacts(run_key, name, sha256, size, created_at)``; the bytes live in
+  ``<store>-artifacts/objects/<sha256[:2]>/<sha256>``
+
+Views for ``experiments query``: ``run_summary`` (one row per run, experiment by
+name), ``metrics`` (run_id, name, context, step, value, timestamp), ``run_params``
+(run_id, key, value) and ``run_tags`` (run_id, key, value).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from align_track.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE experiments (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL
+);
+CREATE TABLE sweeps (
+    id TEXT PRIMARY KEY,
+    experiment_id INTEGER REFERENCES experiments(id),
+    dir TEXT,
+    command TEXT,
+    overrides TEXT,
+    sweeper TEXT,
+    launcher TEXT,
+    started_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE TABLE runs (
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    heartbeat_at REAL,
+    sweep_id TEXT,
+    job_num INTEGER,
+    output_dir TEXT,
+    overrides TEXT,
+    choices TEXT,
+    config TEXT,
+    config_yaml TEXT,
+    env TEXT,
+    git TEXT,
+    error TEXT,
+    return_value TEXT,
+    dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_by_experiment ON runs(experiment_id, started_at);
+CREATE INDEX runs_by_sweep ON runs(sweep_id, job_num);
+CREATE INDEX runs_by_start ON runs(started_at);
+CREATE INDEX runs_by_status ON runs(status, started_at);
+CREATE TABLE params (
+    run_key INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value,
+    type TEXT NOT NULL,
+    PRIMARY KEY (run_key, key)
+) WITHOUT ROWID;
+CREATE INDEX params_by_key ON params(key, value);
+CREATE TABLE tags (
+    run_key INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT,
+    PRIMARY KEY (run_key, key)
+) WITHOUT ROWID;
+CREATE TABLE series (
+    id INTEGER PRIMARY KEY,
+    run_key INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    context TEXT NOT NULL DEFAULT '',
+    last_step INTEGER,
+    last_value REAL,
+    count INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (run_key, name, context)
+);
+CREATE TABLE points (
+    series_id INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL,
+    wall REAL NOT NULL
+);
+CREATE INDEX points_by_series ON points(series_id, step);
+CREATE TABLE artifacts (
+    run_key INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_key, name)
+) WITHOUT ROWID;
+CREATE VIEW run_summary AS
+    SELECT r.id, e.name AS experiment, r.name, r.status, r.started_at, r.ended_at,
+           r.ended_at - r.started_at AS duration, r.sweep_id, r.job_num, r.output_dir
+    FROM runs r JOIN experiments e ON e.id = r.experiment_id;
+CREATE VIEW metrics AS
+    SELECT r.id AS run_id, s.name, s.context, p.step, p.value, p.wall AS timestamp
+    FROM points p JOIN series s ON s.id = p.series_id JOIN runs r ON r.key = s.run_key;
+CREATE VIEW run_params AS
+    SELECT r.id AS run_id, p.key, p.value, p.type
+    FROM params p JOIN runs r ON r.key = p.run_key;
+CREATE VIEW run_tags AS
+    SELECT r.id AS run_id, t.key, t.value FROM tags t JOIN runs r ON r.key = t.run_key;
+"""
+
+
+def artifact_dir(db_path: str) -> Path:
+    path = Path(db_path)
+    return path.with_name(path.stem + "-artifacts")
+
+
+def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqlite3.Connection:
+    """Open (and if needed create) the store for writing."""
+    path = Path(db_path)
+    if not create and not path.exists():
+        raise StoreError(f"no store at {db_path}")
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of {db_path}: {exc.strerror}; "
+                             f"set tracker.db to a writable path") from None
+    try:
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _ensure_schema(conn, db_path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db_path} is not a usable align-track store ({exc}); "
+                         f"point tracker.db or --db at another file") from None
+    return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection, db_path: str) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{db_path} has schema version {version}, newer than this "
+                         f"align-track knows ({SCHEMA_VERSION}); upgrade align-track")
+    # BEGIN IMMEDIATE takes the write lock: of several processes creating the same
+    # new file at once, one creates the schema and the others see it done.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            has_tables = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+            if has_tables:
+                raise StoreError(f"{db_path} is an SQLite file but not an align-track "
+                                 f"store; point tracker.db or --db at another file")
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def connect_readonly(db_path: str) -> sqlite3.Connection:
+    """Open an existing store for reading only."""
+    if not os.path.exists(db_path):
+        raise StoreError(f"no store at {db_path}; run an app with +tracker=sqlite "
+                         f"first, or pass --db PATH")
+    try:
+        conn = sqlite3.connect(f"file:{Path(db_path).absolute().as_posix()}?mode=ro",
+                               uri=True, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{db_path} is not a usable align-track store ({exc})") from None
+    if version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{db_path} has schema version {version}, newer than this "
+                             f"align-track knows ({SCHEMA_VERSION}); upgrade align-track")
+        raise StoreError(f"{db_path} is not an align-track store (schema version {version})")
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def param_row(value: Any) -> tuple:
+    """(value, type) for the params table; containers as JSON text."""
+    if value is None:
+        return None, "null"
+    if isinstance(value, bool):
+        return int(value), "bool"
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**63:
+            return value, "int"
+        return str(value), "int"
+    if isinstance(value, float):
+        return (None if math.isnan(value) else value), "float"
+    if isinstance(value, str):
+        return value, "str"
+    if isinstance(value, (list, tuple)):
+        return json.dumps(list(value), default=str, ensure_ascii=False), "list"
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, ensure_ascii=False), "dict"
+    return str(value), "str"
+
+
+def param_value(value: Any, type_: str) -> Any:
+    if type_ == "bool":
+        return bool(value)
+    if type_ in ("list", "dict"):
+        return json.loads(value)
+    if type_ == "float" and value is None:
+        return math.nan
+    if type_ == "int" and isinstance(value, str):
+        return int(value)
+    return value
+
+
+def point_value(value: Optional[float]) -> float:
+    return math.nan if value is None else value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str, ensure_ascii=False, allow_nan=True)
+
+
+def loads(text: Optional[str]) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def now() -> float:
+    return time.time()
+
+
+def find_run_key(conn: sqlite3.Connection, ident: str) -> sqlite3.Row:
+    """The runs row whose id is ``ident`` or starts with it (at least 4 characters)."""
+    rows = conn.execute("SELECT * FROM runs WHERE id = ?", (ident,)).fetchall()
+    if not rows and len(ident) >= 4:
+        rows = conn.execute(
+            "SELECT * FROM runs WHERE id >= ? AND id < ? LIMIT 2",
+            (ident, ident + "\uffff"),
+        ).fetchall()
+    if not rows:
+        raise KeyError(f"no run with id {ident!r}")
+    if len(rows) > 1:
+        raise KeyError(f"run id prefix {ident!r} is ambiguous; give more characters")
+    return rows[0]
+
+
+def rows_as_dicts(rows: Sequence[sqlite3.Row]) -> List[Dict[str, Any]]:
+    return [dict(r) for r in rows]

@@ -1,0 +1,488 @@
+"""Run handles, the background writer, and the per-process tracker registry."""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shutil
+import threading
+import time
+import traceback as tb
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tuple
+
+from align_track import _context
+from align_track.backends.base import Backend
+from align_track.errors import AlignTrackError
+from align_track.records import (
+    CRASHED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    Point,
+    RunEnd,
+    RunRecord,
+)
+from align_track.values import REFUSED, context_key, to_float, to_step
+
+logger = logging.getLogger(__name__)
+
+#: Points a run may hold in memory before the logging thread writes them itself.
+MAX_PENDING = 100_000
+#: Points handed to a backend per call.
+BATCH = 20_000
+HEARTBEAT_EVERY = 10.0
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Run:
+    """An open run. User code logs to it; it is safe to share between threads.
+
+    Made by :meth:`Tracker.start_run`; inside a Hydra job or a :func:`track_run`
+    block, :func:`align_track.log` reaches it without a reference.
+    """
+
+    def __init__(self, record: RunRecord, tracker: "Tracker", strict: bool = False):
+        self.record = record
+        self.id = record.id
+        self.strict = strict
+        self.dropped = 0
+        self.status = RUNNING
+        self._tracker = tracker
+        self._points: Deque[Point] = collections.deque()
+        self._append = self._points.append
+        self._retry: List[Point] = []
+        self._next_step: Dict[Tuple[str, str], int] = {}
+        self._warned: Set[Any] = set()
+        self._io_lock = threading.RLock()
+        self._closed = False
+        self._backend_broken = False
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"Run(id={self.id!r}, experiment={self.record.experiment!r}, status={self.status!r})"
+
+    @property
+    def backend(self) -> Backend:
+        return self._tracker.backend
+
+    # -- logging -------------------------------------------------------------------
+
+    def log(
+        self,
+        metrics: Mapping[str, Any],
+        step: Any = None,
+        *,
+        context: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Buffer metric points; the writer stores them within about a second.
+
+        Args:
+            metrics: metric name -> number.
+            step: an int (or an integral float); None means "the next step for each
+                metric".
+            context: optional mapping, such as ``{"subset": "val"}``, stored with
+                each point.
+
+        Raises:
+            TypeError: ``metrics`` is not a mapping, or a name is not a string.
+        """
+        if self._closed:
+            self._warn_once("closed", "run %s is closed; points logged after its end "
+                            "are dropped", self.id)
+            return
+        if step is not None and type(step) is not int:
+            step = to_step(step)
+            if step is REFUSED:
+                self._refuse("step", "step", "steps must be integers")
+                return
+        ctx = context_key(context) if context else ""
+        now = time.time()
+        append = self._append
+        try:
+            items = metrics.items()
+        except AttributeError:
+            raise TypeError(
+                "align_track.log() takes a mapping of metric name -> number, such as "
+                f"{{'loss': 0.3}}; got {type(metrics).__name__}"
+            ) from None
+        for name, value in items:
+            tv = type(value)
+            if (tv is float or tv is int) and type(name) is str:
+                append((name, step, value, now, ctx))
+            else:
+                self._log_slow(name, value, step, now, ctx)
+        if len(self._points) > MAX_PENDING:
+            self.flush()  # back-pressure: the producer pays, memory stays bounded
+
+    def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"metric names must be strings; got {name!r} "
+                            f"({type(name).__name__})")
+        if not name:
+            raise TypeError("metric names must be non-empty strings")
+        number = to_float(value)
+        if number is REFUSED:
+            self._refuse(name, type(value).__name__,
+                         "log numbers (int, float, a one-element array or tensor); "
+                         "put text in tags or params")
+            return
+        self._append((name, step, number, now, ctx))
+
+    def _refuse(self, name: str, what: str, fix: str) -> None:
+        self.dropped += 1
+        message = f"metric {name!r}: value of type {what} is not a number; skipped\n  {fix}"
+        if self.strict:
+            raise TypeError(message)
+        self._warn_once(("refused", name), "%s", message)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Add flat params (dotted keys); a key already set takes the new value."""
+        from align_track.flatten import flatten
+
+        flat = flatten(params)
+        for key in flat:
+            if key in self.record.params and self.record.params[key] != flat[key]:
+                logger.warning("param %r was %r and is now %r (the captured config "
+                               "keeps the old value)", key, self.record.params[key], flat[key])
+        self.record.params.update(flat)
+        self._call("log_params", flat)
+
+    def set_tags(self, tags: Optional[Mapping[str, Any]] = None, **more: Any) -> None:
+        """Set tags, e.g. ``set_tags(model="bert")``. Values are stored as text."""
+        merged = {**(tags or {}), **more}
+        clean = {str(k): str(v) for k, v in merged.items()}
+        self.record.tags.update(clean)
+        self._call("set_tags", clean)
+
+    def log_artifact(self, path: "os.PathLike[str] | str", name: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Store a file, or every file under a folder, with this run.
+
+        Args:
+            path: a file or a folder; relative paths are taken from the current
+                directory.
+            name: the name to store it under (default: the file or folder name).
+
+        Returns:
+            One mapping per stored file, with ``name``, ``size`` and ``sha256``.
+        """
+        src = Path(path)
+        base = name or src.name
+        if not src.exists():
+            logger.warning("artifact %s does not exist; nothing stored", src)
+            return []
+        stored = []
+        files = [(src, base)] if src.is_file() else [
+            (p, f"{base}/{p.relative_to(src).as_posix()}")
+            for p in sorted(src.rglob("*")) if p.is_file()
+        ]
+        for file, file_name in files:
+            info = self._call("log_artifact", str(file), file_name)
+            if info:
+                stored.append(info)
+        return stored
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self._backend_broken:
+            return None
+        with self._io_lock:
+            try:
+                return getattr(self.backend, method)(self.id, *args)
+            except NotImplementedError as exc:
+                self._warn_once(("unsupported", method), "%s", exc)
+            except Exception as exc:
+                logger.warning("%s backend failed in %s for run %s: %s",
+                               self.backend.name, method, self.id, exc)
+        return None
+
+    # -- writing -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every buffered point now."""
+        with self._io_lock:
+            while self._points or self._retry:
+                batch = self._retry
+                self._retry = []
+                popleft = self._points.popleft
+                fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
+                batch.extend(self._number_steps(fresh))
+                try:
+                    self.backend.log_metrics(self.id, batch)
+                except Exception as exc:
+                    self._retry = batch
+                    self._warn_once("write", "%s backend could not store %d points of "
+                                    "run %s: %s (kept in memory, retried)",
+                                    self.backend.name, len(batch), self.id, exc)
+                    return
+
+    def _number_steps(self, batch: List[Point]) -> List[Point]:
+        nxt = self._next_step
+        out = []
+        for name, step, value, ts, ctx in batch:
+            key = (name, ctx)
+            if step is None:
+                step = nxt.get(key, 0)
+            nxt[key] = step + 1
+            out.append((name, step, value, ts, ctx))
+        return out
+
+    def end(
+        self,
+        status: str = FINISHED,
+        error: Optional[Dict[str, str]] = None,
+        return_value: Any = None,
+    ) -> None:
+        """Flush and close the run. Later calls do nothing."""
+        with self._io_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.flush()
+            if self._retry:
+                logger.error("%d points of run %s could not be stored", len(self._retry), self.id)
+            self.status = status
+            end = RunEnd(status=status, ended_at=time.time(), error=error,
+                         return_value=return_value, dropped=self.dropped)
+            try:
+                self.backend.end_run(self.id, end)
+            except Exception:
+                logger.error("could not record the end of run %s (%s)", self.id, status,
+                             exc_info=True)
+        self._tracker._forget(self)
+        _context.forget(self)
+        logger.info("run %s %s", self.id, status)
+
+    def fail(self, exc: BaseException) -> None:
+        self.end(FAILED, error=error_info(exc))
+
+    def _warn_once(self, key: Any, msg: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(msg, *args)
+
+    # -- context manager -----------------------------------------------------------
+
+    def __enter__(self) -> "Run":
+        self._token = _context.bind(self)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb_: Any) -> None:
+        _context.unbind(self._token)
+        if exc is None:
+            self.end(FINISHED)
+        elif isinstance(exc, KeyboardInterrupt):
+            self.end(INTERRUPTED, error=error_info(exc))
+        else:
+            self.end(FAILED, error=error_info(exc))
+
+
+def error_info(exc: BaseException) -> Dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(tb.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+class Tracker:
+    """One backend in this process, with its writer thread and open runs."""
+
+    def __init__(self, backend: Backend, flush_interval: float = 1.0):
+        self.backend = backend
+        self.flush_interval = flush_interval
+        self._runs: Dict[str, Run] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._last_heartbeat = 0.0
+
+    def start_run(
+        self,
+        experiment: str = "default",
+        name: Optional[str] = None,
+        config: Optional[Mapping[str, Any]] = None,
+        tags: Optional[Mapping[str, Any]] = None,
+        record: Optional[RunRecord] = None,
+        strict: bool = False,
+    ) -> Run:
+        """Open a run and return its handle. Use it as a context manager to bind it
+        for :func:`align_track.log` and close it with the right status."""
+        if record is None:
+            from align_track.flatten import flatten
+            from align_track.facts import environment
+
+            plain = _plain_config(config)
+            record = RunRecord(
+                id=new_run_id(), experiment=experiment, name=name or experiment,
+                started_at=time.time(), config=plain, params=flatten(plain),
+                config_yaml=_yaml(plain), tags={str(k): str(v) for k, v in (tags or {}).items()},
+                env=environment(self.backend.location),
+            )
+        self.backend.start_run(record)
+        run = Run(record, self, strict=strict)
+        with self._lock:
+            self._runs[run.id] = run
+        self._ensure_thread()
+        logger.info("run %s opened in %s", run.id, self.backend.location)
+        return run
+
+    def open_runs(self) -> List[Run]:
+        with self._lock:
+            return list(self._runs.values())
+
+    def _forget(self, run: Run) -> None:
+        with self._lock:
+            self._runs.pop(run.id, None)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._loop, name=f"align-track-writer-{self.backend.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            runs = self.open_runs()
+            for run in runs:
+                try:
+                    run.flush()
+                except Exception:
+                    logger.debug("flush of run %s failed", run.id, exc_info=True)
+            now = time.time()
+            if runs and now - self._last_heartbeat >= HEARTBEAT_EVERY:
+                self._last_heartbeat = now
+                try:
+                    self.backend.heartbeat([r.id for r in runs], now)
+                except Exception:
+                    logger.debug("heartbeat failed", exc_info=True)
+
+    def close_all(self, status: str, error: Optional[Dict[str, str]] = None) -> None:
+        for run in self.open_runs():
+            run.end(status, error=error)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _plain_config(config: Any) -> Dict[str, Any]:
+    if config is None:
+        return {}
+    try:
+        from omegaconf import DictConfig
+
+        if isinstance(config, DictConfig):
+            from align_track.capture import resolve_leafwise
+
+            return resolve_leafwise(config, skip=())[0]
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+    return dict(config)
+
+
+def _yaml(config: Mapping[str, Any]) -> str:
+    try:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_yaml(OmegaConf.create(dict(config)))
+    except Exception:
+        import json
+
+        return json.dumps(config, indent=2, default=str)
+
+
+# -- the per-process registry ----------------------------------------------------------
+
+_trackers: Dict[Tuple[str, str], Tracker] = {}
+_registry_lock = threading.Lock()
+
+
+def get_tracker(key: Tuple[str, str], factory: Callable[[], Tracker]) -> Tracker:
+    with _registry_lock:
+        tracker = _trackers.get(key)
+        if tracker is None:
+            tracker = _trackers[key] = factory()
+        return tracker
+
+
+def all_trackers() -> List[Tracker]:
+    with _registry_lock:
+        return list(_trackers.values())
+
+
+def _after_fork_in_child() -> None:
+    # Connections and the writer thread do not survive fork: forget them here;
+    # a child that logs gets its own.
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    _trackers.clear()
+    _context.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SQLiteTracker(Tracker):
+    """A tracker over one SQLite file, for use without Hydra.
+
+    >>> with SQLiteTracker("experiments.db").start_run("my-exp", config=cfg) as run:
+    ...     run.log({"loss": 0.1}, step=0)
+    """
+
+    def __init__(self, db: Optional[str] = None, flush_interval: float = 1.0):
+        from align_track.backends.sqlite import SQLiteBackend
+        from align_track.env import anchor, default_db
+
+        path = anchor(db, os.getcwd()) if db else default_db()
+        super().__init__(SQLiteBackend(path), flush_interval=flush_interval)
+        self.db = path
+
+
+def track_run(
+    experiment: str = "default",
+    config: Any = None,
+    *,
+    name: Optional[str] = None,
+    tags: Optional[Mapping[str, Any]] = None,
+    backend: str = "sqlite",
+    **settings: Any,
+) -> Run:
+    """Open a run for code that does not use Hydra; use it in a ``with`` block.
+
+    Args:
+        experiment: experiment name.
+        config: a mapping or DictConfig, stored nested and as flat params.
+        name: run name (default: the experiment name).
+        tags: tags to set.
+        backend: ``sqlite`` (default), ``mlflow``, ``aim`` or ``clearml``.
+        **settings: other ``tracker`` settings, e.g. ``db="runs.db"``.
+
+    Inside the block :func:`align_track.log` reaches this run; an exception marks
+    it failed (interrupted for Ctrl-C) and propagates.
+    """
+    from align_track import backends
+    from align_track.settings import parse_settings
+
+    parsed = parse_settings({"backend": backend, **settings})
+    key, factory = backends.build(parsed, os.getcwd())
+
+    def make() -> Tracker:
+        b = factory()
+        b.open()
+        return Tracker(b, flush_interval=parsed.flush_interval)
+
+    tracker = get_tracker(key, make)
+    from align_track import _lifecycle
+
+    _lifecycle.install()
+    return tracker.start_run(experiment, name=name, config=config,
+                             tags={**parsed.tags, **(tags or {})}, strict=parsed.strict)
