@@ -1,0 +1,337 @@
+"""``experiments``: list, show, compare and query the runs in a SQLite store.
+
+The store is ``--db PATH``, else ``$ALIGN_TRACK_DB``, else ``./experiments.db``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import io
+import json
+import math
+import sqlite3
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from align_track import reader, store
+from align_track.env import DB_VAR, default_db
+from align_track.errors import StoreError
+
+FORMATS = ("table", "json", "csv")
+CELL = 40
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        args.func(args)
+    except (CLIError, StoreError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"experiments: error: {message}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `experiments list | head`
+        return 0
+    except Exception as exc:  # never a traceback for the user
+        print(f"experiments: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="experiments",
+        description="Read the runs that align-track recorded in a SQLite store.",
+    )
+    db_help = f"the store (default: ${DB_VAR}, else ./experiments.db)"
+    parser.add_argument("--db", help=db_help)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=func.__doc__)
+        p.add_argument("--db", default=argparse.SUPPRESS, help=db_help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("list", cmd_list, "a table of runs, newest first")
+    p.add_argument("--experiment", help="only runs of this experiment")
+    p.add_argument("--status", help="only runs with this status (running, finished, "
+                   "failed, interrupted, crashed)")
+    p.add_argument("--sweep", help="only the jobs of this sweep")
+    p.add_argument("--limit", type=int, default=50, help="at most this many runs "
+                   "(default 50; 0 for all)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+
+    p = command("show", cmd_show, "everything recorded for one run")
+    p.add_argument("run_id", help="a run id or a unique prefix of one (4+ characters)")
+    p.add_argument("--metrics", action="store_true", help="add every step of each metric")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("compare", cmd_compare, "params and metrics of runs side by side")
+    p.add_argument("run_ids", nargs="+", help="run ids or unique prefixes")
+    p.add_argument("--all", action="store_true", help="every param, not only those that differ")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("query", cmd_query, "run a read-only SQL query over the store")
+    p.add_argument("sql", help="one SELECT statement; see the schema in the README")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="stop the query after this many seconds (default 10)")
+    return parser
+
+
+def _db(args: argparse.Namespace) -> str:
+    return args.db or default_db()
+
+
+def _connect(args: argparse.Namespace) -> sqlite3.Connection:
+    return store.connect_readonly(_db(args))
+
+
+# -- commands --------------------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> None:
+    """List runs, newest first: id, experiment, name, status, start, duration, the
+    params that differ between the listed runs and the last value of each metric."""
+    conn = _connect(args)
+    runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
+                            sweep=args.sweep, limit=args.limit)
+    if args.format == "json":
+        _print_json(runs)
+        return
+    varying = reader.varying_keys(runs)[:4] if len(runs) > 1 else []
+    metric_names = sorted({m for r in runs for m in r["metrics"]})[:6]
+    header = ["id", "experiment", "name", "status", "start", "duration"] + varying + metric_names
+    rows = [
+        [r["id"][:8], r["experiment"], r["name"], r["status"], _time(r["started_at"]),
+         _duration(r["duration"])]
+        + [r["params"].get(k, "") for k in varying]
+        + [r["metrics"].get(m, "") for m in metric_names]
+        for r in runs
+    ]
+    if args.format == "csv":
+        full = ["id", "experiment", "name", "status", "started_at", "ended_at"] + varying + metric_names
+        _print_csv(full, [[r["id"], r["experiment"], r["name"], r["status"], r["started_at"],
+                           r["ended_at"]] + [r["params"].get(k, "") for k in varying]
+                          + [r["metrics"].get(m, "") for m in metric_names] for r in runs])
+        return
+    if not runs:
+        print(f"no runs in {_db(args)}")
+        return
+    _print_table(header, rows)
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    """Show everything recorded for one run; --metrics adds each metric's steps."""
+    conn = _connect(args)
+    run = reader.get_run(conn, args.run_id, history=args.metrics or args.format == "json")
+    if args.format == "json":
+        _print_json(run)
+        return
+    lines = [
+        f"run        {run['id']}",
+        f"experiment {run['experiment']}",
+        f"name       {run['name']}",
+        f"status     {run['status']}",
+        f"started    {_time(run['started_at'])}",
+        f"duration   {_duration(run['duration'])}",
+    ]
+    if run["sweep_id"]:
+        lines.append(f"sweep      {run['sweep_id']} (job {run['job_num']})")
+    if run["output_dir"]:
+        lines.append(f"output dir {run['output_dir']}")
+    if run["dropped"]:
+        lines.append(f"dropped    {run['dropped']} values that were not numbers")
+    if run["overrides"]:
+        lines.append(f"overrides  {' '.join(run['overrides'])}")
+    git = run["git"]
+    if git:
+        lines.append(f"git        {git.get('commit', '')[:12]} on {git.get('branch')}"
+                     f"{' (dirty)' if git.get('dirty') else ''}")
+    env = run["env"]
+    if env:
+        lines.append(f"host       {env.get('host')} pid {env.get('pid')} user "
+                     f"{env.get('user')} python {env.get('python')}")
+        lines.append(f"command    {' '.join(env.get('argv', []))}")
+    if run["error"]:
+        lines.append(f"error      {run['error'].get('type')}: {run['error'].get('message')}")
+    print("\n".join(lines))
+    _section("params", [[k, _cell(v, 80)] for k, v in run["params"].items()])
+    _section("tags", [[k, v] for k, v in run["tags"].items()])
+    stats = reader.metric_stats(conn, store.find_run_key(conn, run["id"])["key"])
+    _section("metrics", [[k, s["last"], s["min"], s["max"], s["count"]] for k, s in stats.items()],
+             header=["metric", "last", "min", "max", "points"])
+    _section("artifacts", [[a["name"], a["size"], a["sha256"][:12]] for a in run["artifacts"]],
+             header=["name", "bytes", "sha256"])
+    if args.metrics:
+        for name, points in run["metrics"].items():
+            _section(f"metric {name}", [[p["step"], p["value"], _time(p["timestamp"])]
+                                        for p in points], header=["step", "value", "time"])
+    if run["error"] and run["error"].get("traceback"):
+        print("\ntraceback\n" + run["error"]["traceback"].rstrip())
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Compare runs: params side by side (only those that differ, unless --all), then
+    each metric's last, min and max per run."""
+    conn = _connect(args)
+    runs = [reader.get_run(conn, ident, history=False) for ident in args.run_ids]
+    keys = sorted({k for r in runs for k in r["params"]}) if args.all else reader.varying_keys(runs)
+    stats = [reader.metric_stats(conn, store.find_run_key(conn, r["id"])["key"]) for r in runs]
+    names = sorted({m for s in stats for m in s})
+    if args.format == "json":
+        _print_json({
+            "runs": [{"id": r["id"], "name": r["name"], "status": r["status"]} for r in runs],
+            "params": {k: [r["params"].get(k) for r in runs] for k in keys},
+            "metrics": {m: [s.get(m) for s in stats] for m in names},
+        })
+        return
+    ids = [r["id"][:8] for r in runs]
+    _print_table(["param"] + ids, [[k] + [r["params"].get(k, "") for r in runs] for k in keys]
+                 or [["(no param differs)"] + [""] * len(runs)])
+    print()
+    rows = []
+    for m in names:
+        for what in ("last", "min", "max"):
+            rows.append([f"{m} {what}"] + [s[m][what] if m in s else "" for s in stats])
+    _print_table(["metric"] + ids, rows or [["(no metrics)"] + [""] * len(runs)])
+
+
+_ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+            getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+_ACTION_NAMES = {
+    getattr(sqlite3, f"SQLITE_{n}"): n for n in (
+        "INSERT", "UPDATE", "DELETE", "ATTACH", "DETACH", "PRAGMA", "TRANSACTION",
+        "SAVEPOINT", "ANALYZE", "REINDEX", "ALTER_TABLE", "CREATE_TABLE", "CREATE_INDEX",
+        "CREATE_VIEW", "CREATE_TRIGGER", "CREATE_TEMP_TABLE", "CREATE_TEMP_VIEW",
+        "CREATE_TEMP_INDEX", "CREATE_TEMP_TRIGGER", "CREATE_VTABLE", "DROP_TABLE",
+        "DROP_INDEX", "DROP_VIEW", "DROP_TRIGGER", "DROP_TEMP_TABLE", "DROP_TEMP_VIEW",
+        "DROP_TEMP_INDEX", "DROP_TEMP_TRIGGER", "DROP_VTABLE",
+    ) if hasattr(sqlite3, f"SQLITE_{n}")
+}
+
+
+def cmd_query(args: argparse.Namespace) -> None:
+    """Run one SQL SELECT on a read-only connection. Writes, ATTACH, PRAGMA and
+    extension loading are refused. Tables and views are listed in the README."""
+    conn = _connect(args)
+    refused: List[str] = []
+
+    def authorize(action: int, arg1: Any, arg2: Any, db: Any, source: Any) -> int:
+        if action == sqlite3.SQLITE_FUNCTION and str(arg2).lower() == "load_extension":
+            refused.append("load_extension")
+            return sqlite3.SQLITE_DENY
+        if action in _ALLOWED:
+            return sqlite3.SQLITE_OK
+        refused.append(_ACTION_NAMES.get(action, str(action)))
+        return sqlite3.SQLITE_DENY
+
+    deadline = time.monotonic() + args.timeout
+    conn.set_authorizer(authorize)
+    conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+    conn.row_factory = None
+    try:
+        cur = conn.execute(args.sql)
+        rows = cur.fetchall()
+    except sqlite3.Warning as exc:
+        raise CLIError(f"query: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        if refused:
+            verb = (args.sql.split() or [""])[0].upper()
+            what = verb if verb not in ("SELECT", "WITH", "VALUES", "") else refused[0]
+            raise CLIError(f"query is read-only: {what} is refused; only SELECT "
+                           f"statements run") from None
+        if "interrupted" in str(exc):
+            raise CLIError(f"query stopped after {args.timeout:g} s (raise --timeout)") from None
+        raise CLIError(f"query: {exc}") from None
+    header = [d[0] for d in cur.description or []]
+    if args.format == "json":
+        _print_json([dict(zip(header, row)) for row in rows])
+    elif args.format == "csv":
+        _print_csv(header, rows)
+    else:
+        _print_table(header, [list(r) for r in rows])
+
+
+# -- output ----------------------------------------------------------------------------
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str, ensure_ascii=False)
+    sys.stdout.write("\n")
+
+
+def _print_csv(header: List[str], rows: Sequence[Sequence[Any]]) -> None:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows([[_csv_cell(c) for c in row] for row in rows])
+    sys.stdout.write(out.getvalue())
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, default=str)
+    return value
+
+
+def _print_table(header: List[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[_cell(c) for c in header]] + [[_cell(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _section(title: str, rows: List[List[Any]], header: Optional[List[str]] = None) -> None:
+    if not rows:
+        return
+    print(f"\n{title}")
+    if header:
+        _print_table(header, rows)
+    else:
+        width = max(len(str(r[0])) for r in rows)
+        for key, value in rows:
+            print(f"  {str(key).ljust(width)}  {_cell(value, 100)}")
+
+
+def _cell(value: Any, width: int = CELL) -> str:
+    if value is None:
+        text = "null"
+    elif isinstance(value, float):
+        text = "nan" if math.isnan(value) else f"{value:.6g}"
+    elif isinstance(value, (list, dict)):
+        text = json.dumps(value, default=str, ensure_ascii=False)
+    else:
+        text = str(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _time(ts: Optional[float]) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

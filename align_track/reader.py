@@ -1,0 +1,199 @@
+"""Read runs back from the SQLite store, as plain dicts (what the CLI prints)."""
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from align_track import store
+
+
+def metric_key(name: str, context: str) -> str:
+    """``name`` alone, or ``name[k=v,...]`` for a point logged with a context."""
+    if not context:
+        return name
+    ctx = json.loads(context)
+    return f"{name}[{','.join(f'{k}={v}' for k, v in ctx.items())}]"
+
+
+def list_runs(
+    conn: sqlite3.Connection,
+    *,
+    experiment: Optional[str] = None,
+    status: Optional[str] = None,
+    sweep: Optional[str] = None,
+    limit: Optional[int] = None,
+    where_sql: str = "",
+    where_args: Sequence[Any] = (),
+) -> List[Dict[str, Any]]:
+    """Newest runs first, each with flat params and the last value of each metric."""
+    clauses, args = [], []
+    if experiment is not None:
+        clauses.append("e.name = ?")
+        args.append(experiment)
+    if status is not None:
+        clauses.append("r.status = ?")
+        args.append(status)
+    if sweep is not None:
+        clauses.append("r.sweep_id = ?")
+        args.append(sweep)
+    if where_sql:
+        clauses.append(where_sql)
+        args.extend(where_args)
+    sql = (
+        "SELECT r.key, r.id, e.name AS experiment, r.name, r.status, r.started_at,"
+        " r.ended_at, r.heartbeat_at, r.sweep_id, r.job_num, r.output_dir, r.dropped"
+        " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
+    )
+    if clauses:
+        sql += " WHERE " + " AND ".join(f"({c})" for c in clauses)
+    sql += " ORDER BY r.started_at DESC, r.key DESC"
+    if limit is not None and limit > 0:
+        sql += f" LIMIT {int(limit)}"
+    rows = conn.execute(sql, args).fetchall()
+    keys = [r["key"] for r in rows]
+    params = _params_by_run(conn, keys)
+    metrics = _last_metrics_by_run(conn, keys)
+    tags = _tags_by_run(conn, keys)
+    out = []
+    for r in rows:
+        run = _summary(r)
+        run["params"] = params.get(r["key"], {})
+        run["metrics"] = metrics.get(r["key"], {})
+        run["tags"] = tags.get(r["key"], {})
+        out.append(run)
+    return out
+
+
+def _summary(r: sqlite3.Row) -> Dict[str, Any]:
+    ended = r["ended_at"]
+    return {
+        "id": r["id"],
+        "experiment": r["experiment"],
+        "name": r["name"],
+        "status": r["status"],
+        "started_at": r["started_at"],
+        "ended_at": ended,
+        "duration": (ended - r["started_at"]) if ended is not None else None,
+        "sweep_id": r["sweep_id"],
+        "job_num": r["job_num"],
+        "output_dir": r["output_dir"],
+        "dropped": r["dropped"],
+    }
+
+
+def _chunks(keys: List[int], size: int = 900) -> Iterable[List[int]]:
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
+
+
+def _params_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[str, Any]]:
+    out: Dict[int, Dict[str, Any]] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        for run_key, key, value, type_ in conn.execute(
+                f"SELECT run_key, key, value, type FROM params WHERE run_key IN ({marks})"
+                " ORDER BY run_key, key", chunk):
+            out.setdefault(run_key, {})[key] = store.param_value(value, type_)
+    return out
+
+
+def _tags_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[str, str]]:
+    out: Dict[int, Dict[str, str]] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        for run_key, key, value in conn.execute(
+                f"SELECT run_key, key, value FROM tags WHERE run_key IN ({marks})", chunk):
+            out.setdefault(run_key, {})[key] = value
+    return out
+
+
+def _last_metrics_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[str, float]]:
+    out: Dict[int, Dict[str, float]] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        for run_key, name, ctx, value, count in conn.execute(
+                f"SELECT run_key, name, context, last_value, count FROM series"
+                f" WHERE run_key IN ({marks}) ORDER BY run_key, name, context", chunk):
+            if count:
+                out.setdefault(run_key, {})[metric_key(name, ctx)] = store.point_value(value)
+    return out
+
+
+def get_run(conn: sqlite3.Connection, ident: str, *, history: bool = True) -> Dict[str, Any]:
+    """Everything recorded for one run. ``ident`` may be a unique id prefix."""
+    row = store.find_run_key(conn, ident)
+    key = row["key"]
+    experiment = conn.execute("SELECT name FROM experiments WHERE id = ?",
+                              (row["experiment_id"],)).fetchone()[0]
+    run = _summary({**dict(row), "experiment": experiment})  # type: ignore[arg-type]
+    run.update({
+        "config": store.loads(row["config"]),
+        "config_yaml": row["config_yaml"],
+        "params": _params_by_run(conn, [key]).get(key, {}),
+        "overrides": store.loads(row["overrides"]) or [],
+        "choices": store.loads(row["choices"]) or {},
+        "env": store.loads(row["env"]) or {},
+        "git": store.loads(row["git"]) or {},
+        "error": store.loads(row["error"]),
+        "return_value": store.loads(row["return_value"]),
+        "heartbeat_at": row["heartbeat_at"],
+        "tags": _tags_by_run(conn, [key]).get(key, {}),
+        "artifacts": [
+            {"name": n, "sha256": s, "size": z, "created_at": c}
+            for n, s, z, c in conn.execute(
+                "SELECT name, sha256, size, created_at FROM artifacts WHERE run_key = ?"
+                " ORDER BY name", (key,))
+        ],
+        "metrics": metric_history(conn, key) if history else {},
+        "last_metrics": _last_metrics_by_run(conn, [key]).get(key, {}),
+    })
+    return run
+
+
+def metric_history(conn: sqlite3.Connection, run_key: int) -> Dict[str, List[Dict[str, Any]]]:
+    out: Dict[str, List[Dict[str, Any]]] = {}
+    series = conn.execute("SELECT id, name, context FROM series WHERE run_key = ?"
+                          " ORDER BY name, context", (run_key,)).fetchall()
+    for sid, name, ctx in series:
+        points = out.setdefault(metric_key(name, ctx), [])
+        context = json.loads(ctx) if ctx else None
+        for step, value, wall in conn.execute(
+                "SELECT step, value, wall FROM points WHERE series_id = ? ORDER BY step, rowid",
+                (sid,)):
+            point = {"step": step, "value": store.point_value(value), "timestamp": wall}
+            if context:
+                point["context"] = context
+            points.append(point)
+    return out
+
+
+def metric_stats(conn: sqlite3.Connection, run_key: int) -> Dict[str, Dict[str, float]]:
+    """last/min/max/count per metric; NaN points are left out of min and max."""
+    out = {}
+    for name, ctx, last, count, lo, hi in conn.execute(
+            "SELECT s.name, s.context, s.last_value, s.count, min(p.value), max(p.value)"
+            " FROM series s JOIN points p ON p.series_id = s.id WHERE s.run_key = ?"
+            " GROUP BY s.id ORDER BY s.name, s.context", (run_key,)):
+        out[metric_key(name, ctx)] = {
+            "last": store.point_value(last), "min": store.point_value(lo),
+            "max": store.point_value(hi), "count": count,
+        }
+    return out
+
+
+def varying_keys(runs: List[Dict[str, Any]], field: str = "params") -> List[str]:
+    """Keys whose value is not the same in every run."""
+    keys: List[str] = sorted({k for r in runs for k in r[field]})
+    missing = object()
+    return [k for k in keys
+            if len({_hashable(r[field].get(k, missing)) for r in runs}) > 1]
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
