@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import importlib
 import io
 import json
 import math
@@ -20,6 +21,10 @@ from align_track.env import DB_VAR, default_db
 from align_track.errors import StoreError
 
 FORMATS = ("table", "json", "csv")
+# Modules that add more commands: each has add_commands(command), where
+# command(name, func, help) returns the new subparser. They must import their heavy
+# dependencies inside the command function, not at module level.
+_COMMAND_MODULES: List[str] = []
 CELL = 40
 
 
@@ -86,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop the query after this many seconds (default 10)")
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_commands(command)
     return parser
 
 
