@@ -1,0 +1,164 @@
+"""The log API without Hydra: track_run, SQLiteTracker, and what log() accepts."""
+from __future__ import annotations
+
+import decimal
+import fractions
+import logging
+import math
+import threading
+from pathlib import Path
+
+import pytest
+
+import align_track
+from align_track import reader, store
+from align_track.tracker import SQLiteTracker
+
+
+def _read(db: Path) -> dict:
+    conn = store.connect_readonly(str(db))
+    [summary] = reader.list_runs(conn)
+    return reader.get_run(conn, summary["id"])
+
+
+def test_track_run_logs_and_closes(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("seed", config={"lr": 0.1, "model": {"layers": [1, 2]}},
+                               db=str(db), tags={"who": "me"}) as run:
+        for step in range(3):
+            align_track.log({"loss": 1.0 / (step + 1)}, step=step)
+        align_track.log_artifact(Path(__file__))
+
+    got = _read(db)
+    assert run.status == "finished"
+    assert got["params"] == {"lr": 0.1, "model.layers": [1, 2]}
+    assert [p["value"] for p in got["metrics"]["loss"]] == pytest.approx([1, 0.5, 1 / 3])
+    assert got["tags"] == {"who": "me"}
+    assert got["artifacts"][0]["name"] == Path(__file__).name
+
+
+def test_exception_in_block_marks_failed_and_propagates(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with pytest.raises(RuntimeError):
+        with align_track.track_run("seed", db=str(db)):
+            align_track.log({"loss": 1.0})
+            raise RuntimeError("bad batch")
+
+    got = _read(db)
+    assert got["status"] == "failed"
+    assert got["error"]["message"] == "bad batch"
+    assert got["metrics"]["loss"][0]["value"] == 1.0
+
+
+def test_sqlite_tracker_start_run(tmp_path: Path) -> None:
+    tracker = SQLiteTracker(str(tmp_path / "t.db"))
+    run = tracker.start_run("exp", name="first", config={"a": 1})
+    run.log({"x": 2.0}, step=5)
+    run.end()
+
+    got = _read(tmp_path / "t.db")
+    assert (got["name"], got["status"], got["params"]) == ("first", "finished", {"a": 1})
+    assert got["metrics"]["x"] == [{"step": 5, "value": 2.0, "timestamp": pytest.approx(
+        got["metrics"]["x"][0]["timestamp"])}]
+
+
+def test_log_without_run_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        align_track.log({"loss": 1.0})
+        align_track.log({"loss": 2.0})
+    from align_track import _context
+
+    _context._warned.discard("no-run")
+    assert sum("no open run" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("bad", [[("loss", 1.0)], "loss", 3.0], ids=["list", "str", "float"])
+def test_wrong_shape_raises_type_error(bad: object, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        align_track.log(bad)  # type: ignore[arg-type]
+    with align_track.track_run("t", db=str(tmp_path / "e.db")):
+        with pytest.raises(TypeError, match="mapping"):
+            align_track.log(bad)  # type: ignore[arg-type]
+
+
+def test_accepted_and_refused_values(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    np = pytest.importorskip("numpy")
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", db=str(db)) as run:
+            align_track.log({"flag": True, "dec": decimal.Decimal("0.25"),
+                             "frac": fractions.Fraction(1, 4), "np": np.float32(0.5),
+                             "np0d": np.array(2.0), "np1": np.array([3.0])}, step=0)
+            align_track.log({"text": "high", "none": None, "vec": np.array([1.0, 2.0])}, step=0)
+            align_track.log({"text": "again"}, step=1)
+
+    got = _read(db)
+    values = {k: v[0]["value"] for k, v in got["metrics"].items()}
+    assert values == {"flag": 1.0, "dec": 0.25, "frac": 0.25, "np": 0.5, "np0d": 2.0, "np1": 3.0}
+    assert run.dropped == 4 and got["dropped"] == 4
+    warnings = [r.getMessage() for r in caplog.records if "not a number" in r.getMessage()]
+    assert len(warnings) == 3  # one per metric name
+    assert any("'text'" in w and "str" in w for w in warnings)
+
+
+def test_strict_raises_on_refused_value(tmp_path: Path) -> None:
+    with align_track.track_run("t", db=str(tmp_path / "e.db"), strict=True):
+        with pytest.raises(TypeError, match="'text'"):
+            align_track.log({"text": "high"})
+
+
+def test_omitted_step_is_next_step_per_metric(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)):
+        align_track.log({"a": 1.0, "b": 1.0})
+        align_track.log({"a": 2.0}, step=10)
+        align_track.log({"a": 3.0, "b": 2.0})
+
+    got = _read(db)
+    assert [p["step"] for p in got["metrics"]["a"]] == [0, 10, 11]
+    assert [p["step"] for p in got["metrics"]["b"]] == [0, 1]
+
+
+def test_two_runs_in_two_threads_do_not_mix(tmp_path: Path) -> None:
+    db = str(tmp_path / "e.db")
+    barrier = threading.Barrier(2)
+
+    def job(name: str) -> None:
+        with align_track.track_run(name, db=db):
+            barrier.wait()
+            for step in range(2000):
+                align_track.log({name: float(step)}, step=step)
+
+    threads = [threading.Thread(target=job, args=(n,)) for n in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    conn = store.connect_readonly(db)
+    for run in reader.list_runs(conn):
+        full = reader.get_run(conn, run["id"])
+        assert list(full["metrics"]) == [run["experiment"]]
+        assert len(full["metrics"][run["experiment"]]) == 2000
+
+
+def test_points_after_end_are_dropped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)) as run:
+        align_track.log({"a": 1.0})
+    with caplog.at_level(logging.WARNING):
+        run.log({"a": 2.0})
+
+    assert len(_read(db)["metrics"]["a"]) == 1
+    assert any("is closed" in r.getMessage() for r in caplog.records)
+
+
+def test_nan_inf_through_the_store(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)):
+        align_track.log({"v": math.nan}, step=0)
+        align_track.log({"v": math.inf}, step=1)
+        align_track.log({"v": -math.inf}, step=2)
+
+    values = [p["value"] for p in _read(db)["metrics"]["v"]]
+    assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf]
