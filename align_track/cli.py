@@ -82,9 +82,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = command("compare", cmd_compare, "params and metrics of runs side by side")
-    p.add_argument("run_ids", nargs="+", help="run ids or unique prefixes")
+    p.add_argument("run_ids", nargs="*", help="run ids or unique prefixes")
+    p.add_argument("--sweep", help="compare the jobs of this sweep ('latest' for the "
+                   "newest sweep)")
+    p.add_argument("--sort", metavar="METRIC", help="order runs by this metric's last "
+                   "value and name the best run")
+    p.add_argument("--desc", action="store_true", help="with --sort: higher is better")
     p.add_argument("--all", action="store_true", help="every param, not only those that differ")
     p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = command("sweeps", cmd_sweeps, "sweeps (multiruns and groups) with job counts")
+    p.add_argument("--limit", type=int, default=50, help="at most this many (0 for all)")
+    p.add_argument("--format", choices=FORMATS, default="table")
 
     p = command("query", cmd_query, "run a read-only SQL query over the store")
     p.add_argument("sql", help="one SELECT statement; see the schema in the README")
@@ -110,8 +119,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     """List runs, newest first: id, experiment, name, status, start, duration, the
     params that differ between the listed runs and the last value of each metric."""
     conn = _connect(args)
+    sweep = reader.resolve_sweep(conn, args.sweep) if args.sweep else None
     runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
-                            sweep=args.sweep, limit=args.limit)
+                            sweep=sweep, limit=args.limit)
     if args.format == "json":
         _print_json(runs)
         return
@@ -189,17 +199,31 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Compare runs: params side by side (only those that differ, unless --all), then
-    each metric's last, min and max per run."""
+    each metric's last, min and max per run. --sweep ID compares a sweep's jobs."""
     conn = _connect(args)
-    runs = [reader.get_run(conn, ident, history=False) for ident in args.run_ids]
-    keys = sorted({k for r in runs for k in r["params"]}) if args.all else reader.varying_keys(runs)
+    idents = list(args.run_ids)
+    if args.sweep:
+        sweep_id = reader.resolve_sweep(conn, args.sweep)
+        idents += [r["id"] for r in reader.list_runs(conn, sweep=sweep_id)]
+    if not idents:
+        raise CLIError("compare needs run ids or --sweep ID")
+    runs = [reader.get_run(conn, ident, history=False) for ident in idents]
     stats = [reader.metric_stats(conn, store.find_run_key(conn, r["id"])["key"]) for r in runs]
+    best = None
+    if args.sort:
+        order = reader.rank(stats, args.sort, descending=args.desc)
+        runs, stats = [runs[i] for i in order], [stats[i] for i in order]
+        if order and args.sort in stats[0]:
+            best = runs[0]["id"]
+    keys = sorted({k for r in runs for k in r["params"]}) if args.all else reader.varying_keys(runs)
     names = sorted({m for s in stats for m in s})
     if args.format == "json":
         _print_json({
-            "runs": [{"id": r["id"], "name": r["name"], "status": r["status"]} for r in runs],
+            "runs": [{"id": r["id"], "name": r["name"], "status": r["status"],
+                      "job_num": r["job_num"]} for r in runs],
             "params": {k: [r["params"].get(k) for r in runs] for k in keys},
             "metrics": {m: [s.get(m) for s in stats] for m in names},
+            "best": best,
         })
         return
     ids = [r["id"][:8] for r in runs]
@@ -211,6 +235,30 @@ def cmd_compare(args: argparse.Namespace) -> None:
         for what in ("last", "min", "max"):
             rows.append([f"{m} {what}"] + [s[m][what] if m in s else "" for s in stats])
     _print_table(["metric"] + ids, rows or [["(no metrics)"] + [""] * len(runs)])
+    if best:
+        print(f"\nbest by {args.sort} ({'highest' if args.desc else 'lowest'}): {best} "
+              f"({runs[0]['name']})")
+
+
+def cmd_sweeps(args: argparse.Namespace) -> None:
+    """List sweeps, newest first, with how many jobs finished, failed, were
+    interrupted, crashed or are still running."""
+    conn = _connect(args)
+    sweeps = reader.list_sweeps(conn, limit=args.limit)
+    if args.format == "json":
+        _print_json(sweeps)
+        return
+    header = ["id", "experiment", "start", "jobs", "finished", "failed", "interrupted",
+              "crashed", "running", "dir"]
+    rows = [[s["id"][:8], s["experiment"], _time(s["started_at"]), s["jobs"],
+             s["finished"], s["failed"], s["interrupted"], s["crashed"], s["running"],
+             s["dir"] or ""] for s in sweeps]
+    if args.format == "csv":
+        _print_csv(header, rows)
+    elif not sweeps:
+        print(f"no sweeps in {_db(args)}")
+    else:
+        _print_table(header, rows)
 
 
 _ALLOWED = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,

@@ -197,3 +197,59 @@ def _hashable(value: Any) -> Any:
     if isinstance(value, (list, dict)):
         return json.dumps(value, sort_keys=True, default=str)
     return value
+
+
+def resolve_sweep(conn: sqlite3.Connection, ident: str) -> str:
+    """A sweep id from an id, a unique prefix, or ``latest``."""
+    if ident == "latest":
+        row = conn.execute("SELECT sweep_id FROM runs WHERE sweep_id IS NOT NULL"
+                           " ORDER BY started_at DESC LIMIT 1").fetchone()
+        if row is None:
+            raise KeyError("no sweeps in this store")
+        return row[0]
+    rows = conn.execute("SELECT DISTINCT sweep_id FROM runs WHERE sweep_id >= ? AND"
+                        " sweep_id < ? LIMIT 2", (ident, ident + "\uffff")).fetchall()
+    if not rows:
+        raise KeyError(f"no sweep with id {ident!r}")
+    if len(rows) > 1 and ident not in (r[0] for r in rows):
+        raise KeyError(f"sweep id prefix {ident!r} is ambiguous; give more characters")
+    return ident if ident in (r[0] for r in rows) else rows[0][0]
+
+
+def list_sweeps(conn: sqlite3.Connection, limit: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Sweeps (recorded multiruns and ``tracker.group`` groups) with job counts."""
+    sql = (
+        "SELECT r.sweep_id AS id, e.name AS experiment, min(r.started_at) AS first_start,"
+        " max(coalesce(r.ended_at, r.started_at)) AS last_end, count(*) AS jobs,"
+        " sum(r.status = 'finished') AS finished, sum(r.status = 'failed') AS failed,"
+        " sum(r.status = 'interrupted') AS interrupted, sum(r.status = 'crashed') AS crashed,"
+        " sum(r.status = 'running') AS running,"
+        " s.dir, s.started_at, s.ended_at, s.command, s.overrides, s.sweeper, s.launcher"
+        " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
+        " LEFT JOIN sweeps s ON s.id = r.sweep_id"
+        " WHERE r.sweep_id IS NOT NULL GROUP BY r.sweep_id ORDER BY first_start DESC"
+    )
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    out = []
+    for row in conn.execute(sql).fetchall():
+        d = dict(row)
+        d["started_at"] = d.pop("started_at") or d["first_start"]
+        d["ended_at"] = d.pop("ended_at") or d["last_end"]
+        d.pop("first_start"), d.pop("last_end")
+        d["command"] = store.loads(d["command"])
+        d["overrides"] = store.loads(d["overrides"])
+        out.append(d)
+    return out
+
+
+def rank(stats: List[Dict[str, Dict[str, float]]], metric: str, descending: bool) -> List[int]:
+    """Indexes of runs ordered by the metric's last value; runs without it, and NaN,
+    go last."""
+    def key(i: int) -> tuple:
+        value = stats[i].get(metric, {}).get("last")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return (1, 0.0)
+        return (0, -value if descending else value)
+
+    return sorted(range(len(stats)), key=key)
