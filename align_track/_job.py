@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from align_track.capture import resolve_leafwise, to_plain, unresolved_yaml
+from align_track.env import scheduler_job_id
 from align_track.facts import environment, git_state
 from align_track.flatten import flatten
 from align_track.records import RunRecord, SweepRecord
@@ -75,13 +76,41 @@ def run_record(
         choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
         tags={str(k): str(v) for k, v in settings.tags.items()},
         output_dir=select(config, "hydra.runtime.output_dir"),
-        sweep_id=sweep_id if is_multirun(config) else None,
+        sweep_id=sweep_id,
         job_num=job_num(config),
         sweep_dir=select(config, "hydra.sweep.dir") if is_multirun(config) else None,
         env={**environment(store), "launch_dir": launch_dir(config),
              "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")},
         git=git_state(launch_dir(config)),
+        identity=_identity(config),
     )
+
+
+def _identity(config: DictConfig) -> Optional[str]:
+    scheduler_id = scheduler_job_id()
+    if scheduler_id is None:
+        return None
+    return f"{scheduler_id}/{job_num(config)}"
+
+
+def expected_jobs(config: DictConfig) -> Optional[int]:
+    """How many jobs the sweeper will launch, where that is known up front."""
+    sweeper = str(select(config, "hydra.sweeper._target_", ""))
+    if sweeper.endswith("BasicSweeper"):
+        params = select(config, "hydra.sweeper.params") or {}
+        overrides = [f"{k}={v}" for k, v in params.items()] + task_overrides(config)
+        try:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            count = 1
+            for override in OverridesParser.create().parse_overrides(overrides):
+                if override.is_sweep_override():
+                    count *= len(list(override.sweep_string_iterator()))
+            return count
+        except Exception:  # a sweep Hydra can parse but not enumerate here
+            return None
+    n_trials = select(config, "hydra.sweeper.n_trials")
+    return n_trials if isinstance(n_trials, int) else None
 
 
 def sweep_record(config: DictConfig, sweep_id: str, experiment: str) -> SweepRecord:
@@ -94,6 +123,7 @@ def sweep_record(config: DictConfig, sweep_id: str, experiment: str) -> SweepRec
         overrides=task_overrides(config),
         sweeper=select(config, "hydra.sweeper._target_"),
         launcher=select(config, "hydra.launcher._target_"),
+        jobs_expected=expected_jobs(config),
     )
 
 

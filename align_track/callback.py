@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 
 from align_track import _context, _job, _lifecycle, backends
 from align_track.capture import to_plain
+from align_track.collect import collect
+from align_track.env import GROUP_VAR
 from align_track.errors import AlignTrackConfigError
 from align_track.records import FAILED, FINISHED
 from align_track.settings import TrackerSettings, as_dict, parse_settings
@@ -115,6 +117,9 @@ class TrackerCallback(Callback):
             return
         try:
             self._attach_hydra_files(run, config)
+            settings = self._job_settings(config)
+            if settings.collect and run.record.output_dir:
+                collect(run, run.record.output_dir, settings.collect)
             self._close(run, job_return)
         finally:
             _context.forget(run)
@@ -143,11 +148,21 @@ class TrackerCallback(Callback):
 
     def _open_run(self, config: DictConfig, settings: TrackerSettings) -> Run:
         tracker = self._tracker(settings, config)
-        sweep_id = self.sweep_id
-        if sweep_id is None and _job.is_multirun(config):
-            sweep_id = _job.select(config, "hydra.sweep.dir")
+        sweep_id = self._sweep_of(config, settings, tracker)
         record = _job.run_record(config, settings, sweep_id, tracker.backend.location)
         return tracker.start_run(record=record, strict=settings.strict)
+
+    def _sweep_of(self, config: DictConfig, settings: TrackerSettings,
+                  tracker: Tracker) -> Optional[str]:
+        if _job.is_multirun(config):
+            # set in on_multirun_start and pickled into workers with the callback
+            return self.sweep_id or _job.select(config, "hydra.sweep.dir")
+        group = settings.group or os.environ.get(GROUP_VAR)
+        if group:
+            sweep = _job.sweep_record(config, group, _job.experiment_name(config, settings))
+            sweep.dir, sweep.jobs_expected = None, None
+            tracker.backend.start_sweep(sweep)  # once per group: later calls change nothing
+        return group or None
 
     def _attach_hydra_files(self, run: Run, config: DictConfig) -> None:
         if not self.settings.log_hydra_files:

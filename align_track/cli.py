@@ -24,7 +24,7 @@ FORMATS = ("table", "json", "csv")
 # Modules that add more commands: each has add_commands(command), where
 # command(name, func, help) returns the new subparser. They must import their heavy
 # dependencies inside the command function, not at module level.
-_COMMAND_MODULES: List[str] = []
+_COMMAND_MODULES: List[str] = ["align_track.plot", "align_track.ui"]
 CELL = 40
 
 
@@ -163,7 +163,8 @@ def cmd_show(args: argparse.Namespace) -> None:
         f"duration   {_duration(run['duration'])}",
     ]
     if run["sweep_id"]:
-        lines.append(f"sweep      {run['sweep_id']} (job {run['job_num']})")
+        job = f" (job {run['job_num']})" if run["job_num"] is not None else ""
+        lines.append(f"sweep      {run['sweep_id']}{job}")
     if run["output_dir"]:
         lines.append(f"output dir {run['output_dir']}")
     if run["dropped"]:
@@ -249,10 +250,10 @@ def cmd_sweeps(args: argparse.Namespace) -> None:
         _print_json(sweeps)
         return
     header = ["id", "experiment", "start", "jobs", "finished", "failed", "interrupted",
-              "crashed", "running", "dir"]
+              "crashed", "running", "missing", "dir"]
     rows = [[s["id"][:8], s["experiment"], _time(s["started_at"]), s["jobs"],
              s["finished"], s["failed"], s["interrupted"], s["crashed"], s["running"],
-             s["dir"] or ""] for s in sweeps]
+             "" if s["missing"] is None else s["missing"], s["dir"] or ""] for s in sweeps]
     if args.format == "csv":
         _print_csv(header, rows)
     elif not sweeps:

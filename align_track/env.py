@@ -6,6 +6,10 @@ from typing import Optional
 
 #: Path of the SQLite store, used when ``tracker.db`` is not set.
 DB_VAR = "ALIGN_TRACK_DB"
+#: Groups single runs as one sweep, like ``tracker.group``.
+GROUP_VAR = "ALIGN_TRACK_GROUP"
+#: Scheduler job ids that survive a requeue: a run with the same one resumes.
+SCHEDULER_JOB_VARS = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SUBMITIT_LOCAL_JOB_ID")
 #: File name of the default store, in the directory the app is launched from.
 DEFAULT_DB = "experiments.db"
 
@@ -23,3 +27,13 @@ def anchor(path: str, launch_dir: str) -> str:
     if not os.path.isabs(path):
         path = os.path.join(launch_dir, path)
     return os.path.abspath(path)
+
+
+def scheduler_job_id() -> Optional[str]:
+    """The batch scheduler's id for this job (kept across requeues), if any."""
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"slurm:{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    for var in SCHEDULER_JOB_VARS[1:]:
+        if os.environ.get(var):
+            return f"{var}:{os.environ[var]}"
+    return None

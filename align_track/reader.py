@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import sqlite3
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -32,7 +33,9 @@ def list_runs(
     if experiment is not None:
         clauses.append("e.name = ?")
         args.append(experiment)
-    if status is not None:
+    if status == "crashed":  # also running runs whose process is gone
+        clauses.append("r.status IN ('crashed', 'running')")
+    elif status is not None:
         clauses.append("r.status = ?")
         args.append(status)
     if sweep is not None:
@@ -43,7 +46,8 @@ def list_runs(
         args.extend(where_args)
     sql = (
         "SELECT r.key, r.id, e.name AS experiment, r.name, r.status, r.started_at,"
-        " r.ended_at, r.heartbeat_at, r.sweep_id, r.job_num, r.output_dir, r.dropped"
+        " r.ended_at, r.heartbeat_at, r.sweep_id, r.job_num, r.output_dir, r.dropped,"
+        " CASE WHEN r.status = 'running' THEN r.env END AS env"
         " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
     )
     if clauses:
@@ -52,6 +56,8 @@ def list_runs(
     if limit is not None and limit > 0:
         sql += f" LIMIT {int(limit)}"
     rows = conn.execute(sql, args).fetchall()
+    if status == "crashed":
+        rows = [r for r in rows if _status(r) == "crashed"]
     keys = [r["key"] for r in rows]
     params = _params_by_run(conn, keys)
     metrics = _last_metrics_by_run(conn, keys)
@@ -66,13 +72,21 @@ def list_runs(
     return out
 
 
-def _summary(r: sqlite3.Row) -> Dict[str, Any]:
+def _status(r: Any) -> str:
+    """The stored status, or ``crashed`` for a running run whose process is gone."""
+    if r["status"] == "running" and store.is_crashed(
+            "running", r["heartbeat_at"], r["env"], socket.gethostname()):
+        return "crashed"
+    return r["status"]
+
+
+def _summary(r: Any) -> Dict[str, Any]:
     ended = r["ended_at"]
     return {
         "id": r["id"],
         "experiment": r["experiment"],
         "name": r["name"],
-        "status": r["status"],
+        "status": _status(r),
         "started_at": r["started_at"],
         "ended_at": ended,
         "duration": (ended - r["started_at"]) if ended is not None else None,
@@ -224,7 +238,8 @@ def list_sweeps(conn: sqlite3.Connection, limit: Optional[int] = None) -> List[D
         " sum(r.status = 'finished') AS finished, sum(r.status = 'failed') AS failed,"
         " sum(r.status = 'interrupted') AS interrupted, sum(r.status = 'crashed') AS crashed,"
         " sum(r.status = 'running') AS running,"
-        " s.dir, s.started_at, s.ended_at, s.command, s.overrides, s.sweeper, s.launcher"
+        " s.dir, s.started_at, s.ended_at, s.command, s.overrides, s.sweeper, s.launcher,"
+        " s.jobs_expected"
         " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
         " LEFT JOIN sweeps s ON s.id = r.sweep_id"
         " WHERE r.sweep_id IS NOT NULL GROUP BY r.sweep_id ORDER BY first_start DESC"
@@ -239,6 +254,9 @@ def list_sweeps(conn: sqlite3.Connection, limit: Optional[int] = None) -> List[D
         d.pop("first_start"), d.pop("last_end")
         d["command"] = store.loads(d["command"])
         d["overrides"] = store.loads(d["overrides"])
+        expected = d["jobs_expected"]
+        # jobs the sweeper planned that never opened a run (a launcher error)
+        d["missing"] = max(expected - d["jobs"], 0) if expected is not None else None
         out.append(d)
     return out
 

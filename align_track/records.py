@@ -42,6 +42,8 @@ class RunRecord:
     sweep_dir: Optional[str] = None
     env: Dict[str, Any] = dataclasses.field(default_factory=dict)
     git: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Same for a job requeued by its scheduler: such a run resumes (see env.py).
+    identity: Optional[str] = None
 
 
 @dataclasses.dataclass
@@ -67,4 +69,5 @@ class SweepRecord:
     overrides: List[str] = dataclasses.field(default_factory=list)
     sweeper: Optional[str] = None
     launcher: Optional[str] = None
+    jobs_expected: Optional[int] = None  # when the sweeper's plan is known up front
     ended_at: Optional[float] = None

@@ -27,6 +27,11 @@ class TrackerSettings:
     flush_interval: float = 1.0
     # Attach Hydra's .hydra/ files and the job log at job end.
     log_hydra_files: bool = True
+    # Group single runs (e.g. from a shell loop) as one sweep; also $ALIGN_TRACK_GROUP.
+    group: Optional[str] = None
+    # Files to read at job end (globs relative to the output dir): JSON numbers
+    # become metrics, short strings params; each file is stored as an artifact.
+    collect: List[str] = dataclasses.field(default_factory=list)
     # sqlite: path of the store; default $ALIGN_TRACK_DB or ./experiments.db.
     db: Optional[str] = None
     # mlflow: tracking URI; default sqlite:///mlflow.db in the launch directory.

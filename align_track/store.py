@@ -4,10 +4,10 @@ Schema version 1 (``PRAGMA user_version``). Tables:
 
 - ``experiments(id, name, created_at)``
 - ``sweeps(id, experiment_id, dir, command, overrides, sweeper, launcher,
-  started_at, ended_at)``
+  jobs_expected, started_at, ended_at)``: a multirun, or a ``tracker.group``
 - ``runs(key, id, experiment_id, name, status, started_at, ended_at, heartbeat_at,
   sweep_id, job_num, output_dir, overrides, choices, config, config_yaml, env, git,
-  error, return_value, dropped)``; JSON text in overrides, choices, config, env, git,
+  error, return_value, dropped, identity)``; JSON text in overrides, choices, config, env, git,
   error and return_value
 - ``params(run_key, key, value, type)``: one row per flat config key; ``value`` keeps
   SQLite's own type (numbers compare as numbers), ``type`` is the Python type
@@ -50,6 +50,7 @@ CREATE TABLE sweeps (
     overrides TEXT,
     sweeper TEXT,
     launcher TEXT,
+    jobs_expected INTEGER,
     started_at REAL NOT NULL,
     ended_at REAL
 );
@@ -73,8 +74,10 @@ CREATE TABLE runs (
     git TEXT,
     error TEXT,
     return_value TEXT,
-    dropped INTEGER NOT NULL DEFAULT 0
+    dropped INTEGER NOT NULL DEFAULT 0,
+    identity TEXT
 );
+CREATE INDEX runs_by_identity ON runs(identity) WHERE identity IS NOT NULL;
 CREATE INDEX runs_by_experiment ON runs(experiment_id, started_at);
 CREATE INDEX runs_by_sweep ON runs(sweep_id, job_num);
 CREATE INDEX runs_by_start ON runs(started_at);
@@ -211,6 +214,50 @@ def connect_readonly(db_path: str) -> sqlite3.Connection:
         raise StoreError(f"{db_path} is not an align-track store (schema version {version})")
     conn.row_factory = sqlite3.Row
     return conn
+
+
+#: A running run whose heartbeat is older than this is shown as crashed. The writer
+#: beats every 10 s; a process that holds the GIL for minutes could miss some.
+STALE_AFTER = 300.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def is_crashed(status: str, heartbeat_at: Optional[float], env_json: Optional[str],
+               host: str, now_: Optional[float] = None) -> bool:
+    """A ``running`` run whose process is gone (same host) or whose heartbeat is stale."""
+    if status != "running":
+        return False
+    now_ = time.time() if now_ is None else now_
+    if heartbeat_at is not None and now_ - heartbeat_at > STALE_AFTER:
+        return True
+    env = loads(env_json) or {}
+    pid = env.get("pid")
+    return env.get("host") == host and isinstance(pid, int) and not pid_alive(pid)
+
+
+def mark_crashed(conn: sqlite3.Connection) -> int:
+    """Set status ``crashed`` on runs that can no longer end; returns how many."""
+    import socket
+
+    host = socket.gethostname()
+    rows = conn.execute("SELECT key, status, heartbeat_at, env FROM runs"
+                        " WHERE status = 'running'").fetchall()
+    dead = [(r[0],) for r in rows if is_crashed(r[1], r[2], r[3], host)]
+    if dead:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("UPDATE runs SET status = 'crashed' WHERE key = ? AND status = 'running'",
+                         dead)
+        conn.execute("COMMIT")
+    return len(dead)
 
 
 def param_row(value: Any) -> tuple:

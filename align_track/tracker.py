@@ -323,7 +323,13 @@ class Tracker:
                 config_yaml=_yaml(plain), tags={str(k): str(v) for k, v in (tags or {}).items()},
                 env=environment(self.backend.location),
             )
-        self.backend.start_run(record)
+        resumed = record.identity and self.backend.find_resumable(record.identity)
+        if resumed:
+            record.id = resumed
+            self.backend.resume_run(record)
+            logger.info("run %s resumed (job %s requeued)", resumed, record.identity)
+        else:
+            self.backend.start_run(record)
         run = Run(record, self, strict=strict)
         with self._lock:
             self._runs[run.id] = run

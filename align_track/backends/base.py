@@ -62,6 +62,15 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError(f"backend {self.name!r} cannot store artifacts")
 
+    def find_resumable(self, identity: str) -> Optional[str]:
+        """The id of an unfinished run with this job identity (a requeued job), or
+        None. Backends that cannot look runs up return None: a new run opens."""
+        return None
+
+    def resume_run(self, record: RunRecord) -> None:
+        """Reopen the run ``record.id`` found by :meth:`find_resumable`."""
+        raise NotImplementedError(f"backend {self.name!r} cannot resume runs")
+
     def heartbeat(self, run_ids: List[str], now: float) -> None:
         """Say that these runs' process is alive. Optional."""
 

@@ -7,7 +7,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from align_track import store
 from align_track.backends.base import Backend
@@ -59,9 +59,28 @@ class SQLiteBackend(Backend):
         return db, {"db": db}
 
     def open(self) -> None:
-        """Open the file now, so a bad path is reported at job start."""
+        """Open the file now, so a bad path is reported at job start; mark runs whose
+        process died as crashed."""
+        warn_if_network_fs(self.db)
         with self._lock:
-            self.conn  # noqa: B018
+            crashed = store.mark_crashed(self.conn)
+        if crashed:
+            logger.info("marked %d runs in %s as crashed (their process is gone)",
+                        crashed, self.db)
+
+    def find_resumable(self, identity: str) -> Optional[str]:
+        row = self.conn.execute(
+            "SELECT id FROM runs WHERE identity = ? AND status IN"
+            " ('interrupted', 'crashed', 'running') ORDER BY started_at DESC LIMIT 1",
+            (identity,)).fetchone()
+        return row[0] if row else None
+
+    def resume_run(self, record: RunRecord) -> None:
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE runs SET status = ?, ended_at = NULL, error = NULL,"
+                         " heartbeat_at = ? WHERE key = ?",
+                         (RUNNING, store.now(), self._key(conn, record.id)))
+        self._write(update)
 
     def start_run(self, record: RunRecord) -> None:
         self._write(self._insert_run, record)
@@ -71,10 +90,11 @@ class SQLiteBackend(Backend):
         cur = conn.execute(
             "INSERT INTO runs (id, experiment_id, name, status, started_at, heartbeat_at,"
             " sweep_id, job_num, output_dir, overrides, choices, config, config_yaml,"
-            " env, git) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " env, git, identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.id, exp_id, r.name, RUNNING, r.started_at, r.started_at, r.sweep_id,
              r.job_num, r.output_dir, store.dumps(r.overrides), store.dumps(r.choices),
-             store.dumps(r.config), r.config_yaml, store.dumps(r.env), store.dumps(r.git)),
+             store.dumps(r.config), r.config_yaml, store.dumps(r.env), store.dumps(r.git),
+             r.identity),
         )
         key = cur.lastrowid
         self._run_keys[r.id] = key
@@ -210,10 +230,10 @@ class SQLiteBackend(Backend):
         def insert(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "INSERT OR IGNORE INTO sweeps (id, experiment_id, dir, command, overrides,"
-                " sweeper, launcher, started_at) VALUES (?,?,?,?,?,?,?,?)",
+                " sweeper, launcher, jobs_expected, started_at) VALUES (?,?,?,?,?,?,?,?,?)",
                 (sweep.id, self._experiment_id(conn, sweep.experiment), sweep.dir,
                  store.dumps(sweep.command), store.dumps(sweep.overrides), sweep.sweeper,
-                 sweep.launcher, sweep.started_at))
+                 sweep.launcher, sweep.jobs_expected, sweep.started_at))
         self._write(insert)
 
     def end_sweep(self, sweep_id: str, ended_at: float) -> None:
@@ -230,3 +250,38 @@ class SQLiteBackend(Backend):
 
     def describe_run(self, run_id: str) -> str:
         return f"experiments --db {self.db} show {run_id}"
+
+
+_NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "fuse.sshfs", "afs",
+               "9p", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "fuse.glusterfs")
+_warned_fs: set = set()
+
+
+def mount_fstype(path: str, mounts_file: str = "/proc/mounts") -> Optional[str]:
+    """File system type of the mount holding ``path`` (Linux), or None."""
+    try:
+        with open(mounts_file) as fh:
+            mounts = [line.split() for line in fh]
+    except OSError:
+        return None
+    path = os.path.realpath(os.path.dirname(path) or ".")
+    best, fstype = "", None
+    for fields in mounts:
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) > len(best):
+            best, fstype = point, fields[2]
+    return fstype
+
+
+def warn_if_network_fs(path: str, mounts_file: str = "/proc/mounts") -> bool:
+    fstype = mount_fstype(path, mounts_file)
+    if fstype in _NETWORK_FS and path not in _warned_fs:
+        _warned_fs.add(path)
+        logger.warning("%s is on a network file system (%s), where SQLite locking is not "
+                       "reliable and concurrent jobs can corrupt the store\n  put "
+                       "tracker.db on a local disk, or use a server backend "
+                       "(tracker=mlflow with an MLflow server)", path, fstype)
+        return True
+    return False
