@@ -13,6 +13,7 @@ from align_track.env import scheduler_job_id
 from align_track.facts import environment, git_state
 from align_track.flatten import flatten
 from align_track.records import RunRecord, SweepRecord
+from align_track.redact import Redactor
 from align_track.settings import TrackerSettings
 from align_track.tracker import new_run_id
 
@@ -43,11 +44,11 @@ def job_num(config: DictConfig) -> Optional[int]:
     return num if isinstance(num, int) and is_multirun(config) else None
 
 
-def run_name(config: DictConfig, settings: TrackerSettings) -> str:
-    if settings.run_name:
-        return settings.run_name
+def run_name(config: DictConfig, redactor: Redactor) -> str:
+    """The job name and the job's overrides (tracker settings left out)."""
     job = select(config, "hydra.job.name", "job")
-    overrides = [o for o in task_overrides(config) if not o.lstrip("+~").startswith("tracker")]
+    overrides = [o for o in redactor.overrides(task_overrides(config))
+                 if not o.lstrip("+~").startswith("tracker")]
     return f"{job} {' '.join(overrides)}" if overrides else job
 
 
@@ -60,27 +61,34 @@ def experiment_name(config: DictConfig, settings: TrackerSettings) -> str:
 
 
 def run_record(
-    config: DictConfig, settings: TrackerSettings, sweep_id: Optional[str], store: str
+    config: DictConfig,
+    settings: TrackerSettings,
+    sweep_id: Optional[str],
+    store: str,
+    redactor: Redactor,
 ) -> RunRecord:
+    """Everything known about the job at its start, with secrets masked."""
     resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
-    user_config: Dict[str, Any] = resolved
+    user_config: Dict[str, Any] = redactor.tree(resolved)
+    env = {**environment(store), "launch_dir": launch_dir(config),
+           "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")}
+    env["argv"] = redactor.overrides(env["argv"])
     return RunRecord(
         id=new_run_id(),
         experiment=experiment_name(config, settings),
-        name=run_name(config, settings),
+        name=settings.run_name or run_name(config, redactor),
         started_at=time.time(),
         config=user_config,
-        config_yaml=unresolved_yaml(config, skip=NOT_PARAMS),
+        config_yaml=unresolved_yaml(config, NOT_PARAMS, redactor),
         params=flatten(user_config),
-        overrides=task_overrides(config),
+        overrides=redactor.overrides(task_overrides(config)),
         choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
-        tags={str(k): str(v) for k, v in settings.tags.items()},
+        tags=redactor.flat({str(k): str(v) for k, v in settings.tags.items()}),
         output_dir=select(config, "hydra.runtime.output_dir"),
         sweep_id=sweep_id,
         job_num=job_num(config),
         sweep_dir=select(config, "hydra.sweep.dir") if is_multirun(config) else None,
-        env={**environment(store), "launch_dir": launch_dir(config),
-             "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")},
+        env=env,
         git=git_state(launch_dir(config)),
         identity=_identity(config),
     )
@@ -113,14 +121,16 @@ def expected_jobs(config: DictConfig) -> Optional[int]:
     return n_trials if isinstance(n_trials, int) else None
 
 
-def sweep_record(config: DictConfig, sweep_id: str, experiment: str) -> SweepRecord:
+def sweep_record(
+    config: DictConfig, sweep_id: str, experiment: str, redactor: Redactor
+) -> SweepRecord:
     return SweepRecord(
         id=sweep_id,
         experiment=experiment,
         started_at=time.time(),
         dir=_abs(select(config, "hydra.sweep.dir"), launch_dir(config)),
-        command=list(sys.argv),
-        overrides=task_overrides(config),
+        command=redactor.overrides(sys.argv),
+        overrides=redactor.overrides(task_overrides(config)),
         sweeper=select(config, "hydra.sweeper._target_"),
         launcher=select(config, "hydra.launcher._target_"),
         jobs_expected=expected_jobs(config),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -18,6 +19,7 @@ from align_track.collect import collect
 from align_track.env import GROUP_VAR
 from align_track.errors import AlignTrackConfigError
 from align_track.records import FAILED, FINISHED
+from align_track.redact import Redactor
 from align_track.settings import TrackerSettings, as_dict, parse_settings
 from align_track.tracker import Run, Tracker, error_info, get_tracker
 
@@ -79,7 +81,8 @@ class TrackerCallback(Callback):
         try:
             tracker = self._tracker(settings, config)
             experiment = _job.experiment_name(config, settings)
-            tracker.backend.start_sweep(_job.sweep_record(config, self.sweep_id, experiment))
+            tracker.backend.start_sweep(_job.sweep_record(
+                config, self.sweep_id, experiment, Redactor.from_setting(settings.redact)))
             logger.info("sweep %s recorded in %s", self.sweep_id, tracker.backend.location)
         except Exception as exc:
             logger.error("could not record sweep %s: %s", self.sweep_id, exc)
@@ -148,18 +151,21 @@ class TrackerCallback(Callback):
 
     def _open_run(self, config: DictConfig, settings: TrackerSettings) -> Run:
         tracker = self._tracker(settings, config)
-        sweep_id = self._sweep_of(config, settings, tracker)
-        record = _job.run_record(config, settings, sweep_id, tracker.backend.location)
-        return tracker.start_run(record=record, strict=settings.strict)
+        redactor = Redactor.from_setting(settings.redact)
+        sweep_id = self._sweep_of(config, settings, tracker, redactor)
+        record = _job.run_record(config, settings, sweep_id, tracker.backend.location,
+                                 redactor)
+        return tracker.start_run(record=record, strict=settings.strict, redactor=redactor)
 
     def _sweep_of(self, config: DictConfig, settings: TrackerSettings,
-                  tracker: Tracker) -> Optional[str]:
+                  tracker: Tracker, redactor: Redactor) -> Optional[str]:
         if _job.is_multirun(config):
             # set in on_multirun_start and pickled into workers with the callback
             return self.sweep_id or _job.select(config, "hydra.sweep.dir")
         group = settings.group or os.environ.get(GROUP_VAR)
         if group:
-            sweep = _job.sweep_record(config, group, _job.experiment_name(config, settings))
+            sweep = _job.sweep_record(config, group, _job.experiment_name(config, settings),
+                                      redactor)
             sweep.dir, sweep.jobs_expected = None, None
             tracker.backend.start_sweep(sweep)  # once per group: later calls change nothing
         return group or None
@@ -168,8 +174,12 @@ class TrackerCallback(Callback):
         if not self.settings.log_hydra_files:
             return
         out_dir = run.record.output_dir or ""
-        for path in _job.hydra_files(config):
-            run.log_artifact(path, name=os.path.relpath(path, out_dir))
+        with tempfile.TemporaryDirectory(prefix="align-track-") as tmp:
+            for path in _job.hydra_files(config):
+                name = os.path.relpath(path, out_dir)
+                if path.endswith(".yaml") and run.redactor.enabled:
+                    path = _redacted_copy(path, tmp, run.redactor)
+                run.log_artifact(path, name=name)
 
     @staticmethod
     def _close(run: Run, job_return: JobReturn) -> None:
@@ -181,6 +191,22 @@ class TrackerCallback(Callback):
             exc = job_return._return_value
             error = error_info(exc) if isinstance(exc, BaseException) else None
             run.end(FAILED, error=error)
+
+
+def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
+    """A copy of a Hydra YAML file with secret values masked."""
+    from omegaconf import OmegaConf
+
+    target = os.path.join(folder, os.path.basename(path))
+    try:
+        plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        text = OmegaConf.to_yaml(OmegaConf.create(redactor.tree(plain)))
+    except Exception as exc:  # not YAML we can read: store nothing rather than a secret
+        logger.warning("%s could not be checked for secrets (%s); not stored", path, exc)
+        text = f"# {os.path.basename(path)} was not stored: it could not be checked for secrets\n"
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return target
 
 
 def _log_return_value(run: Run, value: Any) -> None:

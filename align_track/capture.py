@@ -8,18 +8,28 @@ Nothing is resolved again later, so resolvers with side effects run once here.
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Iterable, List, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from align_track.redact import Redactor
 
 logger = logging.getLogger(__name__)
 
 MISSING = "???"
 
 
-def unresolved_yaml(cfg: DictConfig, skip: Iterable[str] = ("hydra",)) -> str:
+def unresolved_yaml(
+    cfg: DictConfig, skip: Iterable[str] = ("hydra",), redactor: Optional["Redactor"] = None
+) -> str:
+    """The config as YAML with interpolations kept; secrets masked by ``redactor``."""
     keys = [k for k in cfg.keys() if k not in set(skip)]
-    return OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, keys))
+    copy = OmegaConf.masked_copy(cfg, keys)
+    if redactor is None or not redactor.enabled:
+        return OmegaConf.to_yaml(copy)
+    plain = OmegaConf.to_container(copy, resolve=False)
+    return OmegaConf.to_yaml(OmegaConf.create(redactor.tree(plain)))
 
 
 def resolve_leafwise(

@@ -14,7 +14,7 @@ import math
 import sqlite3
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from align_track import reader, store
 from align_track.env import DB_VAR, default_db

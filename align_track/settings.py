@@ -32,6 +32,9 @@ class TrackerSettings:
     # Files to read at job end (globs relative to the output dir): JSON numbers
     # become metrics, short strings params; each file is stored as an artifact.
     collect: List[str] = dataclasses.field(default_factory=list)
+    # Extra key patterns whose values are masked before anything is stored;
+    # null: the built-in list (api_key, token, password, secret, ...); []: no masking.
+    redact: Optional[List[str]] = None
     # sqlite: path of the store; default $ALIGN_TRACK_DB or ./experiments.db.
     db: Optional[str] = None
     # mlflow: tracking URI; default sqlite:///mlflow.db in the launch directory.
@@ -78,6 +81,16 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
         raise AlignTrackConfigError(f"tracker.{key}: {exc}".splitlines()[0]) from None
     settings = OmegaConf.to_object(merged)
     assert isinstance(settings, TrackerSettings)
+    if settings.redact:
+        import re
+
+        for pattern in settings.redact:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise AlignTrackConfigError(
+                    f"tracker.redact: {pattern!r} is not a regular expression ({exc})"
+                ) from None
     if settings.flush_interval <= 0:
         raise AlignTrackConfigError(
             f"tracker.flush_interval={settings.flush_interval} must be > 0 seconds"

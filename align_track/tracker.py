@@ -4,7 +4,6 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import shutil
 import threading
 import time
 import traceback as tb
@@ -14,9 +13,8 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tup
 
 from align_track import _context
 from align_track.backends.base import Backend
-from align_track.errors import AlignTrackError
+from align_track.redact import Redactor
 from align_track.records import (
-    CRASHED,
     FAILED,
     FINISHED,
     INTERRUPTED,
@@ -47,8 +45,10 @@ class Run:
     block, :func:`align_track.log` reaches it without a reference.
     """
 
-    def __init__(self, record: RunRecord, tracker: "Tracker", strict: bool = False):
+    def __init__(self, record: RunRecord, tracker: "Tracker", strict: bool = False,
+                 redactor: Optional[Redactor] = None):
         self.record = record
+        self.redactor = redactor or Redactor()
         self.id = record.id
         self.strict = strict
         self.dropped = 0
@@ -145,7 +145,7 @@ class Run:
         """Add flat params (dotted keys); a key already set takes the new value."""
         from align_track.flatten import flatten
 
-        flat = flatten(params)
+        flat = self.redactor.flat(flatten(params))
         for key in flat:
             if key in self.record.params and self.record.params[key] != flat[key]:
                 logger.warning("param %r was %r and is now %r (the captured config "
@@ -156,7 +156,7 @@ class Run:
     def set_tags(self, tags: Optional[Mapping[str, Any]] = None, **more: Any) -> None:
         """Set tags, e.g. ``set_tags(model="bert")``. Values are stored as text."""
         merged = {**(tags or {}), **more}
-        clean = {str(k): str(v) for k, v in merged.items()}
+        clean = self.redactor.flat({str(k): str(v) for k, v in merged.items()})
         self.record.tags.update(clean)
         self._call("set_tags", clean)
 
@@ -309,6 +309,7 @@ class Tracker:
         tags: Optional[Mapping[str, Any]] = None,
         record: Optional[RunRecord] = None,
         strict: bool = False,
+        redactor: Optional[Redactor] = None,
     ) -> Run:
         """Open a run and return its handle. Use it as a context manager to bind it
         for :func:`align_track.log` and close it with the right status."""
@@ -316,12 +317,16 @@ class Tracker:
             from align_track.flatten import flatten
             from align_track.facts import environment
 
-            plain = _plain_config(config)
+            redactor = redactor or Redactor()
+            plain = redactor.tree(_plain_config(config))
+            env = environment(self.backend.location)
+            env["argv"] = redactor.overrides(env["argv"])
             record = RunRecord(
                 id=new_run_id(), experiment=experiment, name=name or experiment,
                 started_at=time.time(), config=plain, params=flatten(plain),
-                config_yaml=_yaml(plain), tags={str(k): str(v) for k, v in (tags or {}).items()},
-                env=environment(self.backend.location),
+                config_yaml=_yaml(plain),
+                tags=redactor.flat({str(k): str(v) for k, v in (tags or {}).items()}),
+                env=env,
             )
         resumed = record.identity and self.backend.find_resumable(record.identity)
         if resumed:
@@ -330,7 +335,7 @@ class Tracker:
             logger.info("run %s resumed (job %s requeued)", resumed, record.identity)
         else:
             self.backend.start_run(record)
-        run = Run(record, self, strict=strict)
+        run = Run(record, self, strict=strict, redactor=redactor)
         with self._lock:
             self._runs[run.id] = run
         self._ensure_thread()
@@ -491,4 +496,5 @@ def track_run(
 
     _lifecycle.install()
     return tracker.start_run(experiment, name=name, config=config,
-                             tags={**parsed.tags, **(tags or {})}, strict=parsed.strict)
+                             tags={**parsed.tags, **(tags or {})}, strict=parsed.strict,
+                             redactor=Redactor.from_setting(parsed.redact))

@@ -1,0 +1,59 @@
+"""No planted secret reaches any file align-track writes."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from conftest import experiments_json, run_app
+
+APP = Path(__file__).parent / "apps" / "secrets"
+OPENAI = "sk-proj-PLANTEDSECRETOPENAI0123456789abcdef"
+SECRETS = [OPENAI, "PLANTEDSECRETANTHROPIC", "hunter2-PLANTED-PASSWORD",
+           "PLANTEDGITHUBTOKEN", "PLANTED-OVERRIDE-TOKEN"]
+
+
+def _files_written_by_align_track(folder: Path) -> list:
+    return [p for p in folder.rglob("*") if p.is_file()
+            and (p.name.startswith("experiments") or "experiments-artifacts" in p.parts)]
+
+
+def test_no_secret_in_store_or_artifacts(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    shutil.copytree(APP, app_dir)
+
+    run_app(app_dir / "app.py", "+tracker=sqlite", "+hf_token=PLANTED-OVERRIDE-TOKEN",
+            env={"OPENAI_API_KEY": OPENAI})
+
+    files = _files_written_by_align_track(app_dir)
+    assert any(p.suffix == ".db" for p in files) and len(files) > 4
+    for path in files:
+        data = path.read_bytes()
+        for secret in SECRETS:
+            assert secret.encode() not in data, f"{secret} leaked into {path}"
+    db = str(app_dir / "experiments.db")
+    run = experiments_json("--db", db, "show", experiments_json("--db", db, "list")[0]["id"])
+    assert run["params"]["llm.api_key"] == "<redacted>"
+    assert run["params"]["llm.max_tokens"] == 512
+    assert run["params"]["llm.tokenizer"] == "cl100k"
+    assert run["params"]["service.auth_token"] == "<redacted>"
+    assert run["tags"]["endpoint_token"] == "<redacted>"
+    assert "${oc.env:OPENAI_API_KEY}" in run["config_yaml"]
+    assert "+hf_token=<redacted>" in run["overrides"]
+    assert run["name"] == "app +hf_token=<redacted>"
+
+
+def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    shutil.copytree(APP, app_dir)
+
+    run_app(app_dir / "app.py", "+tracker=sqlite", "tracker.redact=['^model$']",
+            env={"OPENAI_API_KEY": OPENAI})
+    run_app(app_dir / "app.py", "+tracker=sqlite", "tracker.redact=[]",
+            env={"OPENAI_API_KEY": OPENAI})
+
+    db = str(app_dir / "experiments.db")
+    newest, oldest = experiments_json("--db", db, "list")
+    masked = experiments_json("--db", db, "show", oldest["id"])["params"]
+    plain = experiments_json("--db", db, "show", newest["id"])["params"]
+    assert masked["llm.model"] == "<redacted>" and masked["llm.api_key"] == "<redacted>"
+    assert plain["llm.api_key"] == OPENAI and plain["llm.model"] == "gpt-4o"
