@@ -19,6 +19,7 @@ from typing import Any, List, Optional, Sequence
 from align_track import reader, store
 from align_track.env import DB_VAR, default_db
 from align_track.errors import StoreError
+from align_track.where import WhereError, compile_where
 
 FORMATS = ("table", "json", "csv")
 # Modules that add more commands: each has add_commands(command), where
@@ -40,7 +41,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         args.func(args)
-    except (CLIError, StoreError, KeyError) as exc:
+    except (CLIError, StoreError, WhereError, KeyError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"experiments: error: {message}", file=sys.stderr)
         return 1
@@ -71,7 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="only runs of this experiment")
     p.add_argument("--status", help="only runs with this status (running, finished, "
                    "failed, interrupted, crashed)")
-    p.add_argument("--sweep", help="only the jobs of this sweep")
+    p.add_argument("--sweep", help="only the jobs of this sweep ('latest' for the newest)")
+    p.add_argument("--where", help="a filter such as \"params.lr > 0.01 and "
+                   "metrics.acc >= 0.9\" (see the README)")
     p.add_argument("--limit", type=int, default=50, help="at most this many runs "
                    "(default 50; 0 for all)")
     p.add_argument("--format", choices=FORMATS, default="table")
@@ -120,8 +123,10 @@ def cmd_list(args: argparse.Namespace) -> None:
     params that differ between the listed runs and the last value of each metric."""
     conn = _connect(args)
     sweep = reader.resolve_sweep(conn, args.sweep) if args.sweep else None
+    where_sql, where_args = compile_where(args.where) if args.where else ("", [])
     runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
-                            sweep=sweep, limit=args.limit)
+                            sweep=sweep, limit=args.limit, where_sql=where_sql,
+                            where_args=where_args)
     if args.format == "json":
         _print_json(runs)
         return

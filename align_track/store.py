@@ -152,10 +152,14 @@ def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqli
         except OSError as exc:
             raise StoreError(f"cannot create the folder of {db_path}: {exc.strerror}; "
                              f"set tracker.db to a writable path") from None
+    if create and not os.access(path.parent, os.W_OK) and not os.access(path, os.W_OK):
+        raise StoreError(f"cannot write {db_path}: its folder is read-only; set "
+                         f"tracker.db (or ${{ALIGN_TRACK_DB}}) to a writable path")
     try:
         conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
+        _check_schema(conn, db_path)  # before anything could change a file not ours
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
@@ -167,13 +171,23 @@ def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqli
     return conn
 
 
+def _check_schema(conn: sqlite3.Connection, db_path: str) -> None:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{db_path} has schema version {version}, newer than this "
+                         f"align-track knows ({SCHEMA_VERSION}); upgrade align-track, "
+                         f"or point tracker.db or --db at another file")
+    if version == 0 and conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+        raise StoreError(f"{db_path} is an SQLite file but not an align-track store; "
+                         f"point tracker.db or --db at another file")
+
+
 def _ensure_schema(conn: sqlite3.Connection, db_path: str) -> None:
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version == SCHEMA_VERSION:
         return
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{db_path} has schema version {version}, newer than this "
-                         f"align-track knows ({SCHEMA_VERSION}); upgrade align-track")
+    _check_schema(conn, db_path)
     # BEGIN IMMEDIATE takes the write lock: of several processes creating the same
     # new file at once, one creates the schema and the others see it done.
     conn.execute("BEGIN IMMEDIATE")

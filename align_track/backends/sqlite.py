@@ -47,10 +47,14 @@ class SQLiteBackend(Backend):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn, *args)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    conn.execute("ROLLBACK")
+                # ids made inside the rolled-back transaction no longer exist
+                self._series.clear()
+                self._run_keys.clear()
                 raise
-            conn.execute("COMMIT")
             return result
 
     @classmethod
