@@ -177,8 +177,6 @@ def _draw_terminal(runs: List[Dict[str, Any]], names: List[str], curves: Dict[st
                        "API): pip install 'plotext>=5.2,<6'")
     for name in names:
         plt.clear_figure()
-        if not sys.stdout.isatty():
-            plt.theme("clear")  # no colour codes in a pipe or a file
         for run in runs:
             points = curves[run["id"]].get(name)
             if points:
@@ -187,7 +185,9 @@ def _draw_terminal(runs: List[Dict[str, Any]], names: List[str], curves: Dict[st
         plt.title(name)
         plt.xlabel(xlabel)
         plt.plotsize(min(plt.terminal_width() or 100, 120), 20)
-        plt.show()
+        text = plt.build()
+        # No colour codes in a pipe or a file.
+        print(text if sys.stdout.isatty() else plt.uncolorize(text))
 
 
 # -- export ----------------------------------------------------------------------------
