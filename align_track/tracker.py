@@ -58,6 +58,7 @@ class Run:
         self._append = self._points.append
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
+        self._auto_steps = False  # set once log() got a point without a step
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
         self._closed = False
@@ -96,7 +97,9 @@ class Run:
             self._warn_once("closed", "run %s is closed; points logged after its end "
                             "are dropped", self.id)
             return
-        if step is not None and type(step) is not int:
+        if step is None:
+            self._auto_steps = True
+        elif type(step) is not int:
             step = to_step(step)
             if step is REFUSED:
                 self._refuse("step", "step", "steps must be integers")
@@ -221,7 +224,17 @@ class Run:
                     return
 
     def _number_steps(self, batch: List[Point]) -> List[Point]:
+        """Give each point without a step the next step of its metric."""
         nxt = self._next_step
+        if not self._auto_steps:
+            # every step is explicit: only remember where each metric is
+            seen: Set[Tuple[str, str]] = set()
+            for name, step, _, _, ctx in reversed(batch):
+                key = (name, ctx)
+                if key not in seen:
+                    seen.add(key)
+                    nxt[key] = step + 1
+            return batch
         out = []
         for name, step, value, ts, ctx in batch:
             key = (name, ctx)
