@@ -1,6 +1,7 @@
 """The Hydra callback that turns every job into a tracked run."""
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import tempfile
@@ -83,6 +84,9 @@ class TrackerCallback(Callback):
             experiment = _job.experiment_name(config, settings)
             tracker.backend.start_sweep(_job.sweep_record(
                 config, self.sweep_id, experiment, Redactor.from_setting(settings.redact)))
+            # Hydra skips on_multirun_end when a job raised: close the sweep at exit then
+            _open_sweeps[self.sweep_id] = tracker
+            atexit.register(_end_sweep_at_exit, self.sweep_id)
             logger.info("sweep %s recorded in %s", self.sweep_id, tracker.backend.location)
         except Exception as exc:
             logger.error("could not record sweep %s: %s", self.sweep_id, exc)
@@ -92,6 +96,7 @@ class TrackerCallback(Callback):
         settings = self._job_settings(config)
         if not settings.enabled or self.sweep_id is None:
             return
+        _open_sweeps.pop(self.sweep_id, None)
         try:
             self._tracker(settings, config).backend.end_sweep(self.sweep_id, time.time())
         except Exception as exc:
@@ -191,6 +196,18 @@ class TrackerCallback(Callback):
             exc = job_return._return_value
             error = error_info(exc) if isinstance(exc, BaseException) else None
             run.end(FAILED, error=error)
+
+
+_open_sweeps: Dict[str, Tracker] = {}
+
+
+def _end_sweep_at_exit(sweep_id: str) -> None:
+    tracker = _open_sweeps.pop(sweep_id, None)
+    if tracker is not None:
+        try:
+            tracker.backend.end_sweep(sweep_id, time.time())
+        except Exception as exc:
+            logger.error("could not close sweep %s at exit: %s", sweep_id, exc)
 
 
 def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:

@@ -11,6 +11,7 @@ import importlib
 import io
 import json
 import math
+import os
 import sqlite3
 import sys
 import time
@@ -103,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop the query after this many seconds (default 10)")
+    p = command("sync", cmd_sync, "replay runs kept while a tracking server was away")
+    p.add_argument("--spool", default=None, help="the spool file (default: "
+                   "./align-track-spool.db, in the directory the jobs were launched from)")
+    p.add_argument("--list", action="store_true", help="only list the runs that wait")
+
     for module in _COMMAND_MODULES:
         importlib.import_module(module).add_commands(command)
     return parser
@@ -121,7 +127,14 @@ def _connect(args: argparse.Namespace) -> sqlite3.Connection:
 def cmd_list(args: argparse.Namespace) -> None:
     """List runs, newest first: id, experiment, name, status, start, duration, the
     params that differ between the listed runs and the last value of each metric."""
-    conn = _connect(args)
+    try:
+        conn = _connect(args)
+    except StoreError:
+        note = _spool_note()  # a server backend's user may have only a spool here
+        if note is None:
+            raise
+        print(note)
+        return
     sweep = reader.resolve_sweep(conn, args.sweep) if args.sweep else None
     where_sql, where_args = compile_where(args.where) if args.where else ("", [])
     runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
@@ -146,10 +159,13 @@ def cmd_list(args: argparse.Namespace) -> None:
                            r["ended_at"]] + [r["params"].get(k, "") for k in varying]
                           + [r["metrics"].get(m, "") for m in metric_names] for r in runs])
         return
+    note = _spool_note()
     if not runs:
         print(f"no runs in {_db(args)}")
-        return
-    _print_table(header, rows)
+    else:
+        _print_table(header, rows)
+    if note:
+        print(f"\n{note}")
 
 
 def cmd_show(args: argparse.Namespace) -> None:
@@ -244,6 +260,42 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if best:
         print(f"\nbest by {args.sort} ({'highest' if args.desc else 'lowest'}): {best} "
               f"({runs[0]['name']})")
+
+
+def cmd_sync(args: argparse.Namespace) -> None:
+    """Replay, in order and exactly once, what jobs kept in the spool while their MLflow,
+    Aim or ClearML server was unreachable, into the same runs."""
+    from align_track.spool import SPOOL_FILE, Spool, sync
+
+    path = args.spool or SPOOL_FILE
+    if not os.path.exists(path):
+        print(f"nothing to sync: no spool at {path}")
+        return
+    waiting = Spool(path).waiting()
+    if args.list or not waiting:
+        for run in waiting:
+            print(f"{run['id']}  {run['experiment']}  {run['name']}  -> {run['backend']} "
+                  f"{run['location']} ({run['pending_calls']} calls)")
+        if not waiting:
+            print(f"nothing to sync in {path}")
+        return
+    replayed, errors = sync(path)
+    print(f"replayed {replayed} calls of {len(waiting)} runs from {path}")
+    if errors:
+        raise CLIError("; ".join(errors) + " (the rest stays in the spool; run sync again)")
+
+
+def _spool_note() -> Optional[str]:
+    from align_track.spool import SPOOL_FILE, Spool
+
+    if not os.path.exists(SPOOL_FILE):
+        return None
+    waiting = Spool(SPOOL_FILE).waiting()
+    if not waiting:
+        return None
+    targets = sorted({f"{r['backend']} {r['location']}" for r in waiting})
+    return (f"{len(waiting)} runs await sync to {', '.join(targets)}: "
+            f"{' '.join(r['id'][:8] for r in waiting)} (run `experiments sync`)")
 
 
 def cmd_sweeps(args: argparse.Namespace) -> None:

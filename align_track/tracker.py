@@ -1,6 +1,7 @@
 """Run handles, the background writer, and the per-process tracker registry."""
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -452,7 +453,17 @@ def _after_fork_in_child() -> None:
     _context.after_fork()
 
 
+def _close_backends_at_exit() -> None:
+    for tracker in all_trackers():
+        try:
+            tracker.close()
+        except Exception:
+            logger.debug("closing %s failed", tracker.backend.location, exc_info=True)
+
+
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# Registered before any run opens, so it runs after _lifecycle's handler closes runs.
+atexit.register(_close_backends_at_exit)
 
 
 class SQLiteTracker(Tracker):

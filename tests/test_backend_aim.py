@@ -24,7 +24,7 @@ import pytest
 
 from conftest import run_app, write_app
 
-aim = import aim  # noqa: F401 - CI installs every backend; a missing one must fail
+import aim  # noqa: E402 - CI installs every backend: a missing one fails, never skips
 
 from align_track.backends.aim import AimBackend, to_aim  # noqa: E402
 from align_track.records import FAILED, FINISHED, RunEnd, RunRecord  # noqa: E402

@@ -48,4 +48,14 @@ def build(settings: "TrackerSettings", launch_dir: str) -> Tuple[Tuple[str, str]
     """A cache key and a factory for the backend these settings select."""
     cls: Any = backend_class(settings.backend)
     key, kwargs = cls.from_settings(settings, launch_dir)
-    return (settings.backend, key), lambda: cls(**kwargs)
+    if settings.backend == "sqlite":
+        return (settings.backend, key), lambda: cls(**kwargs)
+
+    def spooling() -> Any:
+        # a server backend keeps its writes locally while the server is away
+        from align_track.spool import Spool, SpoolingBackend, spool_path
+
+        return SpoolingBackend(cls(**kwargs), Spool(spool_path(launch_dir)),
+                               settings.backend, kwargs)
+
+    return (settings.backend, key), spooling
