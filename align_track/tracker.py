@@ -101,9 +101,15 @@ class Run:
         if step is None:
             self._auto_steps = True
         elif type(step) is not int:
-            step = to_step(step)
+            given, step = step, to_step(step)
             if step is REFUSED:
-                self._refuse("step", "step", "steps must be integers")
+                self.dropped += len(metrics)
+                message = (f"step {given!r} ({type(given).__name__}) is not an integer; "
+                           f"the points of this call are skipped\n  pass an int step, "
+                           f"or none for the next step of each metric")
+                if self.strict:
+                    raise TypeError(message)
+                self._warn_once(("step", type(given).__name__), "%s", message)
                 return
         ctx = context_key(context) if context else ""
         now = time.time()
@@ -176,15 +182,27 @@ class Run:
             One mapping per stored file, with ``name``, ``size`` and ``sha256``.
         """
         src = Path(path)
-        base = name or src.name
+        if self._closed:
+            self._warn_once("closed-artifact", "run %s is closed; artifact %s not stored",
+                            self.id, src)
+            return []
         if not src.exists():
             logger.warning("artifact %s does not exist; nothing stored", src)
             return []
+        base = artifact_name(name or src.resolve().name, src)
+        if src.is_file():
+            files = [(src, base)]
+        else:
+            root = src.resolve()
+            files = []
+            for p in sorted(src.rglob("*")):
+                if not p.is_file():
+                    continue
+                if p.is_symlink() and not _inside(p.resolve(), root):
+                    logger.warning("artifact %s links outside %s; not stored", p, src)
+                    continue
+                files.append((p, f"{base}/{p.relative_to(src).as_posix()}"))
         stored = []
-        files = [(src, base)] if src.is_file() else [
-            (p, f"{base}/{p.relative_to(src).as_posix()}")
-            for p in sorted(src.rglob("*")) if p.is_file()
-        ]
         for file, file_name in files:
             info = self._call("log_artifact", str(file), file_name)
             if info:
@@ -293,6 +311,23 @@ class Run:
             self.end(INTERRUPTED, error=error_info(exc))
         else:
             self.end(FAILED, error=error_info(exc))
+
+
+def artifact_name(name: str, source: Any = None) -> str:
+    """A relative POSIX name with no ``..``, empty or absolute parts."""
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    clean = "/".join(parts) or (Path(str(source)).name if source else "") or "artifact"
+    if clean != name:
+        logger.warning("artifact name %r stored as %r (names stay inside the run)", name, clean)
+    return clean
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
 
 
 def error_info(exc: BaseException) -> Dict[str, str]:

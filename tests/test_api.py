@@ -162,3 +162,21 @@ def test_nan_inf_through_the_store(tmp_path: Path) -> None:
 
     values = [p["value"] for p in _read(db)["metrics"]["v"]]
     assert math.isnan(values[0]) and values[1:] == [math.inf, -math.inf]
+
+
+def test_steps_are_stored_as_given(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    np = pytest.importorskip("numpy")
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", db=str(db)) as run:
+            for step, value in [(5, 1.0), (-3, 2.0), (2**62, 3.0), (1, 4.0), (1, 5.0),
+                                (np.int64(7), 6.0), (8.0, 7.0)]:
+                align_track.log({"m": value}, step=step)
+            align_track.log({"m": 9.0}, step=2.5)
+
+    points = _read(db)["metrics"]["m"]
+    assert [(p["step"], p["value"]) for p in points] == [
+        (-3, 2.0), (1, 4.0), (1, 5.0), (5, 1.0), (7, 6.0), (8, 7.0), (2**62, 3.0)]
+    assert _read(db)["last_metrics"]["m"] == 7.0  # the last logged, whatever its step
+    assert run.dropped == 1
+    assert any("step 2.5 (float) is not an integer" in r.getMessage() for r in caplog.records)

@@ -201,10 +201,17 @@ class SQLiteBackend(Backend):
         fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
         try:
             with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                for chunk in iter(lambda: src.read(1 << 20), b""):
+                # copy the bytes there were at the start: a file that keeps growing
+                # (a live log) is stored as it was, and the copy ends
+                left = os.fstat(src.fileno()).st_size
+                while left > 0:
+                    chunk = src.read(min(1 << 20, left))
+                    if not chunk:
+                        break
                     digest.update(chunk)
                     dst.write(chunk)
                     size += len(chunk)
+                    left -= len(chunk)
             sha = digest.hexdigest()
             final = self.object_path(sha)
             if os.path.exists(final):
