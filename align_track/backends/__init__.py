@@ -23,7 +23,11 @@ REGISTRY: Dict[str, Tuple[str, str, str, str]] = {
 def check_installed(backend: str) -> None:
     """Raise :class:`BackendUnavailableError` naming the extra if the SDK is missing."""
     _, _, sdk, extra = REGISTRY[backend]
-    if importlib.util.find_spec(sdk) is None:
+    try:
+        found = importlib.util.find_spec(sdk) is not None
+    except (ImportError, ValueError):  # blocked or half-installed
+        found = False
+    if not found:
         raise BackendUnavailableError(
             f"tracker.backend={backend} needs the {sdk} package; install it with: "
             f'pip install "align-track[{extra}]"'

@@ -1,0 +1,85 @@
+"""Bad input that is not about values or stores: missing SDKs, slow queries,
+params set twice, and imports that must stay light."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import align_track
+from align_track import reader, store
+from conftest import experiments, run_app
+
+APPS = Path(__file__).parent / "apps"
+BLOCKED = Path(__file__).parent / "blocked"
+
+
+@pytest.mark.parametrize("backend, extra", [("mlflow", "mlflow"), ("aim", "aim"),
+                                            ("clearml", "clearml")])
+def test_backend_not_installed_fails_at_start_naming_the_extra(
+        tmp_path: Path, backend: str, extra: str) -> None:
+    shutil.copytree(APPS / "basic", tmp_path / "app")
+    env = {"ALIGN_TRACK_BLOCK": backend,
+           "PYTHONPATH": os.pathsep.join([str(BLOCKED), os.environ.get("PYTHONPATH", "")])}
+
+    proc = run_app(tmp_path / "app" / "app.py", f"+tracker={backend}", env=env, check=False)
+
+    assert proc.returncode != 0
+    assert f'pip install "align-track[{extra}]"' in proc.stderr
+    assert not list((tmp_path / "app").glob("outputs/*/*/app.log"))  # no job ran
+
+
+def test_import_stays_light() -> None:
+    code = ("import sys, align_track; align_track.log({'x': 1.0});"
+            "heavy = [m for m in ('mlflow', 'aim', 'clearml', 'numpy', 'torch', 'hydra',"
+            " 'omegaconf', 'sqlite3') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_selecting_sqlite_imports_no_other_sdk(tmp_path: Path) -> None:
+    code = ("import sys, align_track\n"
+            f"with align_track.track_run('x', db={str(tmp_path / 'e.db')!r}):\n"
+            "    align_track.log({'x': 1.0})\n"
+            "print([m for m in ('mlflow', 'aim', 'clearml') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_query_past_its_time_limit_is_stopped(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)):
+        align_track.log({"x": 1.0})
+    slow = ("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) "
+            "SELECT count(*) FROM c")
+
+    proc = experiments("--db", str(db), "query", slow, "--timeout", "1", check=False)
+
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "experiments: error: query stopped after 1 s (raise --timeout)"
+
+
+def test_param_set_again_keeps_both(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", config={"lr": 0.1, "model": {"depth": 2}},
+                                   db=str(db)) as run:
+            align_track.log_params({"lr": 0.5, "extra": {"seed": 7}})
+
+    got = reader.get_run(store.connect_readonly(str(db)), run.id)
+    assert got["params"]["lr"] == 0.5 and got["params"]["extra.seed"] == 7
+    assert got["config"]["lr"] == 0.1  # the captured config stays as captured
+    assert sum("param 'lr' was 0.1" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_context_must_be_a_mapping(tmp_path: Path) -> None:
+    with align_track.track_run("t", db=str(tmp_path / "e.db")):
+        with pytest.raises(TypeError, match="context must be a mapping"):
+            align_track.log({"x": 1.0}, context="val")  # type: ignore[arg-type]
