@@ -7,8 +7,9 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
+from align_track import _context
 from align_track.records import FAILED, INTERRUPTED
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ def _on_signal(signum: int, frame: Any) -> None:
     global _interrupted_by
     name = signal.Signals(signum).name
     _interrupted_by = name
+    held = _locks_held()
+    if held:
+        # The signal stopped this thread inside a store write (or while it held one
+        # of our locks): raising here would lose the batch being written, and closing
+        # runs here would nest a write inside it. Let the write finish, then take
+        # the signal again.
+        threading.Thread(target=_resignal_after, args=(signum, held),
+                         name="align-track-signal", daemon=True).start()
+        return
     previous = _previous.get(signum, signal.SIG_DFL)
     if signum == signal.SIGINT:
         # KeyboardInterrupt unwinds the job; runs are closed at exit.
@@ -74,11 +84,40 @@ def _on_signal(signum: int, frame: Any) -> None:
         os.kill(os.getpid(), signum)
 
 
+def _locks_held() -> List[Any]:
+    """The tracking locks this thread owns (or, for plain locks, anyone holds).
+
+    Reads the registries without taking their locks: this runs in a signal handler,
+    which may have stopped the thread while it held them.
+    """
+    from align_track import tracker as tracker_module
+
+    held: List[Any] = []
+    plain = [tracker_module._registry_lock, _context._lock]
+    for tracker in list(tracker_module._trackers.values()):
+        plain.append(tracker._lock)
+        reentrant = [run._io_lock for run in list(tracker._runs.values())]
+        reentrant.append(getattr(tracker.backend, "_lock", None))
+        for lock in reentrant:
+            is_owned = getattr(lock, "_is_owned", None)
+            if is_owned is not None and is_owned():
+                held.append(lock)
+    held.extend(lock for lock in plain if lock.locked())
+    return held
+
+
+def _resignal_after(signum: int, locks: List[Any]) -> None:
+    for lock in locks:  # each returns as soon as the interrupted thread lets it go
+        with lock:
+            pass
+    os.kill(os.getpid(), signum)
+
+
 def _close_at_exit() -> None:
     if _interrupted_by is not None:
         status = INTERRUPTED
-        error = {"type": _interrupted_by, "message": f"process received {_interrupted_by}",
-                 "traceback": ""}
+        error = {"type": _interrupted_by,
+                 "message": f"process received {_interrupted_by}", "traceback": ""}
     else:
         exc = getattr(sys, "last_value", None)
         if isinstance(exc, KeyboardInterrupt):

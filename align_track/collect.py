@@ -29,23 +29,33 @@ def collect(run: "Run", output_dir: str, patterns: List[str]) -> None:
     A JSON object: numbers become metrics, short strings and booleans params, all
     flattened with dots. A JSON list of records: each numeric field's last value is
     a metric; when the records carry ``step``, every record is logged at its step.
-    Each file is also stored as an artifact. A missing or malformed file gives one
-    warning naming it.
+    Each file is also stored as an artifact, and read once even when several
+    patterns match it. A missing or malformed file gives one warning naming it.
     """
+    seen = set()
     for pattern in patterns:
-        paths = sorted(glob.glob(os.path.join(output_dir, pattern), recursive=True))
+        found = glob.glob(os.path.join(output_dir, pattern), recursive=True)
+        paths = sorted(p for p in found if os.path.isfile(p))
         if not paths:
-            logger.warning("tracker.collect: no file matches %r in %s", pattern, output_dir)
+            logger.warning("tracker.collect: no file matches %r in %s",
+                           pattern, output_dir)
             continue
         for path in paths:
-            _collect_file(run, path, os.path.relpath(path, output_dir))
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                _collect_file(run, path, os.path.relpath(path, output_dir))
+            except Exception as exc:  # a file must never fail the job or leave it open
+                logger.warning("tracker.collect: could not read %s (%s: %s); skipped",
+                               path, type(exc).__name__, exc)
 
 
 def _collect_file(run: "Run", path: str, name: str) -> None:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         logger.warning("tracker.collect: cannot read %s as JSON (%s); stored as an "
                        "artifact only", path, exc)
         run.log_artifact(path, name=name)
@@ -65,16 +75,22 @@ def _collect_file(run: "Run", path: str, name: str) -> None:
 
 
 def _collect_records(run: "Run", prefix: str, records: List[Dict[str, Any]]) -> None:
-    if records and all(isinstance(r.get("step"), int) for r in records):
+    if records and all(_is_step(r.get("step")) for r in records):
         for record in records:
-            metrics, _ = _split(flatten({k: v for k, v in record.items() if k != "step"}))
-            run.log({f"{prefix}.{k}": v for k, v in metrics.items()}, step=record["step"])
+            values = {k: v for k, v in record.items() if k != "step"}
+            metrics, _ = _split(flatten(values))
+            run.log({f"{prefix}.{k}": v for k, v in metrics.items()},
+                    step=record["step"])
         return
     last: Dict[str, float] = {}
     for record in records:
         metrics, _ = _split(flatten(record))
         last.update(metrics)
     _log_final(run, {f"{prefix}.{k}": v for k, v in last.items()})
+
+
+def _is_step(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _log_final(run: "Run", metrics: Dict[str, float]) -> None:
