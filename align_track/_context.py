@@ -18,6 +18,7 @@ _open: Dict[str, "Run"] = {}
 _lock = threading.Lock()
 _warned: set = set()
 _forked_from: Optional[int] = None
+_ended = False  # a run of this process has ended: a late log() comes from its threads
 
 
 def bind(run: "Run") -> Any:
@@ -34,8 +35,10 @@ def unbind(token: Any) -> None:
 
 
 def forget(run: "Run") -> None:
+    global _ended
     with _lock:
         _open.pop(run.id, None)
+    _ended = True
     if getattr(_local, "run", None) is run:
         _local.run = None
 
@@ -58,6 +61,9 @@ def current() -> Optional["Run"]:
                   "pid %d; points logged in a forked child are not recorded\n  "
                   "log from the parent process (return values from the workers)",
                   _forked_from)
+    elif _ended:
+        warn_once("ended", "align_track.log() was called after the run ended; the points "
+                  "are dropped\n  join the threads that log before the job returns")
     else:
         warn_once("no-run", "align_track.log() was called with no open run; nothing "
                   "is recorded\n  add +tracker=sqlite to the command line, or log inside "

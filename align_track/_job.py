@@ -80,7 +80,7 @@ def run_record(
         started_at=time.time(),
         config=user_config,
         config_yaml=unresolved_yaml(config, NOT_PARAMS, redactor),
-        params=flatten(user_config),
+        params=_params(config, user_config),
         overrides=redactor.overrides(task_overrides(config)),
         choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
         tags=redactor.flat({str(k): str(v) for k, v in settings.tags.items()}),
@@ -94,11 +94,24 @@ def run_record(
     )
 
 
+def _params(config: DictConfig, user_config: Dict[str, Any]) -> Dict[str, Any]:
+    """Flat config keys, plus an optimizing sweeper's trial number as ``trial``."""
+    params = flatten(user_config)
+    num = job_num(config)
+    sweeper = str(select(config, "hydra.sweeper._target_", ""))
+    if num is not None and not sweeper.endswith("BasicSweeper"):
+        params.setdefault("trial", num)
+    return params
+
+
 def _identity(config: DictConfig) -> Optional[str]:
+    """Scheduler job id, job number and output dir: kept by a requeue, and unlike
+    any other job's (scheduler ids such as local pids get reused)."""
     scheduler_id = scheduler_job_id()
     if scheduler_id is None:
         return None
-    return f"{scheduler_id}/{job_num(config)}"
+    out_dir = select(config, "hydra.runtime.output_dir")
+    return f"{scheduler_id}/{job_num(config)}/{out_dir}"
 
 
 def expected_jobs(config: DictConfig) -> Optional[int]:

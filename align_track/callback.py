@@ -124,10 +124,13 @@ class TrackerCallback(Callback):
         if run is None:
             return
         try:
-            self._attach_hydra_files(run, config)
-            settings = self._job_settings(config)
-            if settings.collect and run.record.output_dir:
-                collect(run, run.record.output_dir, settings.collect)
+            try:
+                self._attach_hydra_files(run, config)
+                settings = self._job_settings(config)
+                if settings.collect and run.record.output_dir:
+                    collect(run, run.record.output_dir, settings.collect)
+            except Exception as exc:
+                logger.warning("run %s: could not store the job's files: %s", run.id, exc)
             self._close(run, job_return)
         finally:
             _context.forget(run)
@@ -205,7 +208,7 @@ def _end_sweep_at_exit(sweep_id: str) -> None:
     tracker = _open_sweeps.pop(sweep_id, None)
     if tracker is not None:
         try:
-            tracker.backend.end_sweep(sweep_id, time.time())
+            tracker.backend.end_sweep(sweep_id, time.time(), FAILED)
         except Exception as exc:
             logger.error("could not close sweep %s at exit: %s", sweep_id, exc)
 

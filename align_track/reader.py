@@ -233,16 +233,24 @@ def resolve_sweep(conn: sqlite3.Connection, ident: str) -> str:
 def list_sweeps(conn: sqlite3.Connection, limit: Optional[int] = None) -> List[Dict[str, Any]]:
     """Sweeps (recorded multiruns and ``tracker.group`` groups) with job counts."""
     sql = (
-        "SELECT r.sweep_id AS id, e.name AS experiment, min(r.started_at) AS first_start,"
-        " max(coalesce(r.ended_at, r.started_at)) AS last_end, count(*) AS jobs,"
-        " sum(r.status = 'finished') AS finished, sum(r.status = 'failed') AS failed,"
-        " sum(r.status = 'interrupted') AS interrupted, sum(r.status = 'crashed') AS crashed,"
-        " sum(r.status = 'running') AS running,"
+        # sweeps recorded by on_multirun_start, also those none of whose jobs started
+        "WITH ids AS (SELECT id FROM sweeps UNION"
+        " SELECT DISTINCT sweep_id FROM runs WHERE sweep_id IS NOT NULL)"
+        " SELECT ids.id AS id, coalesce(se.name, min(e.name)) AS experiment,"
+        " min(r.started_at) AS first_start,"
+        " max(coalesce(r.ended_at, r.started_at)) AS last_end, count(r.key) AS jobs,"
+        " coalesce(sum(r.status = 'finished'), 0) AS finished,"
+        " coalesce(sum(r.status = 'failed'), 0) AS failed,"
+        " coalesce(sum(r.status = 'interrupted'), 0) AS interrupted,"
+        " coalesce(sum(r.status = 'crashed'), 0) AS crashed,"
+        " coalesce(sum(r.status = 'running'), 0) AS running,"
         " s.dir, s.started_at, s.ended_at, s.command, s.overrides, s.sweeper, s.launcher,"
         " s.jobs_expected"
-        " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
-        " LEFT JOIN sweeps s ON s.id = r.sweep_id"
-        " WHERE r.sweep_id IS NOT NULL GROUP BY r.sweep_id ORDER BY first_start DESC"
+        " FROM ids LEFT JOIN sweeps s ON s.id = ids.id"
+        " LEFT JOIN experiments se ON se.id = s.experiment_id"
+        " LEFT JOIN runs r ON r.sweep_id = ids.id"
+        " LEFT JOIN experiments e ON e.id = r.experiment_id"
+        " GROUP BY ids.id ORDER BY coalesce(s.started_at, min(r.started_at)) DESC"
     )
     if limit:
         sql += f" LIMIT {int(limit)}"

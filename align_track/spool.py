@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from align_track.backends.base import Backend
-from align_track.records import Point, RunEnd, RunRecord, SweepRecord
+from align_track.errors import AlignTrackError
+from align_track.records import FINISHED, Point, RunEnd, RunRecord, SweepRecord
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class SpoolingBackend(Backend):
     def open(self) -> None:
         try:
             self.inner.open()
+        except AlignTrackError:
+            raise  # a setting is wrong: waiting for the server would not help
         except Exception as exc:
             self._down = True
             self._warn(exc)
@@ -171,7 +174,7 @@ class SpoolingBackend(Backend):
         if not self._down and (run_id is None or run_id not in self._spooled):
             try:
                 return getattr(self.inner, op)(*args)
-            except NotImplementedError:
+            except (NotImplementedError, AlignTrackError):
                 raise
             except Exception as exc:
                 self._warn(exc)
@@ -213,8 +216,8 @@ class SpoolingBackend(Backend):
     def start_sweep(self, sweep: SweepRecord) -> None:
         self._call(None, "start_sweep", sweep)
 
-    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
-        self._call(None, "end_sweep", sweep_id, ended_at)
+    def end_sweep(self, sweep_id: str, ended_at: float, status: str = FINISHED) -> None:
+        self._call(None, "end_sweep", sweep_id, ended_at, status)
 
     def heartbeat(self, run_ids: List[str], now: float) -> None:
         live = [r for r in run_ids if r not in self._spooled]

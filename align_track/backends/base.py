@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from align_track.records import Point, RunEnd, RunRecord, SweepRecord
+from align_track.records import FINISHED, Point, RunEnd, RunRecord, SweepRecord
 
 
 class Backend(abc.ABC):
@@ -77,8 +77,9 @@ class Backend(abc.ABC):
     def start_sweep(self, sweep: SweepRecord) -> None:
         """Record a multirun. Optional: runs carry ``sweep_id`` regardless."""
 
-    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
-        """Close a multirun. Optional."""
+    def end_sweep(self, sweep_id: str, ended_at: float, status: str = FINISHED) -> None:
+        """Close a multirun: ``finished`` from ``on_multirun_end``, ``failed`` at exit
+        when Hydra stopped the sweep early (a job raised). Optional."""
 
     def close(self) -> None:
         """Release connections. Called at process exit and after fork."""

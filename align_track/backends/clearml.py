@@ -506,7 +506,7 @@ class ClearMLBackend(Backend):
         # Jobs started by this process, or by launcher workers it spawns, read it.
         os.environ[SWEEP_ENV] = f"{sweep.id}:{parent.id}"
 
-    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
+    def end_sweep(self, sweep_id: str, ended_at: float, status: str = "finished") -> None:
         parent = self._sweep_tasks.pop(sweep_id, None)
         if parent is not None:
             parent.mark_completed(force=True)

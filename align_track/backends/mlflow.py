@@ -688,7 +688,7 @@ class MLflowBackend(Backend):
         )
         return run.info.run_id
 
-    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
+    def end_sweep(self, sweep_id: str, ended_at: float, status: str = FINISHED) -> None:
         with self._lock:
             parent = self._open_parents.pop(sweep_id, None)
             if parent is None:
@@ -697,7 +697,10 @@ class MLflowBackend(Backend):
         if parent is None:
             logger.debug("sweep %s has no parent run in this process", sweep_id)
             return
-        self.client.set_terminated(parent, "FINISHED", end_time=_ms(ended_at))
+        if status != FINISHED:
+            self.client.set_tag(parent, f"{TAG}status", status)
+        self.client.set_terminated(parent, "FINISHED" if status == FINISHED else "FAILED",
+                                   end_time=_ms(ended_at))
 
     def _close_parents_at_exit(self) -> None:
         # Hydra does not call on_multirun_end when a job raised: close the parent

@@ -251,7 +251,7 @@ class SQLiteBackend(Backend):
                  sweep.launcher, sweep.jobs_expected, sweep.started_at))
         self._write(insert)
 
-    def end_sweep(self, sweep_id: str, ended_at: float) -> None:
+    def end_sweep(self, sweep_id: str, ended_at: float, status: str = "finished") -> None:
         self._write(lambda c: c.execute("UPDATE sweeps SET ended_at = ? WHERE id = ?",
                                         (ended_at, sweep_id)))
 
