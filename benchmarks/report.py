@@ -1,0 +1,285 @@
+"""Ratios, targets, the JSON file, the Markdown table and the plots."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sqlite3
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+RATIO_KEYS = ("log_vs_list_append", "log_vs_mlflow_log_metric", "log_vs_aim_track",
+              "ingest_vs_executemany", "callback_overhead_fraction", "bytes_vs_mlflow",
+              "list_vs_mlflow_search")
+
+
+def _get(data: Dict[str, Any], *path: str) -> Optional[float]:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return float(data) if isinstance(data, (int, float)) else None
+
+
+def _div(a: Optional[float], b: Optional[float]) -> float:
+    if a is None or b is None or b == 0:
+        return math.nan
+    return a / b
+
+
+def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
+    """The issue's ratios from the figures in ``r`` (medians unless ``stat``)."""
+    ours = _get(r, "align_track_log", "per_point", stat)
+    ml = r.get("mlflow", {})
+    cli = r.get("cli", {}).get("by_size", {})
+    largest = cli[max(cli, key=int)]["inproc"] if cli else {}
+    scale = r.get("mlflow_scale", {})
+    cb = r.get("callback", {})
+    untracked = _get(cb, "untracked_s", stat)
+    tracked = _get(cb, "tracked_s", stat)
+    ing = r.get("ingest", {})
+    out = {
+        "log_vs_list_append": _div(ours, _get(r, "list_append", "per_point", stat)),
+        "log_vs_mlflow_log_metric": _div(_get(ml, "sqlite", "log_metric", stat), ours),
+        "log_vs_aim_track": _div(_get(r, "aim_track", "per_point", stat), ours),
+        "ingest_vs_executemany": _div(_get(ing, "ours_rate", stat),
+                                      _get(ing, "floor_rate", stat)),
+        "callback_overhead_fraction": _div(
+            None if tracked is None or untracked is None else tracked - untracked, untracked),
+        "bytes_vs_mlflow": _div(_get(ing, "ours_bytes", stat),
+                                _get(ml, "sqlite", "bytes_per_point")),
+        "list_vs_mlflow_search": _div(_get(scale, "search_eq_page", stat),
+                                      _get(largest, "list_where_eq", stat)),
+        # more of the same kind, beyond the issue's minimum
+        "log_vs_mlflow_log_metric_server": _div(_get(ml, "server", "log_metric", stat), ours),
+        "log_vs_mlflow_log_batch": _div(_get(ml, "sqlite", "log_batch", stat), ours),
+        "log_vs_clearml_report_scalar": _div(_get(r, "clearml_report", "per_point", stat),
+                                             ours),
+        "bytes_vs_executemany": _div(_get(ing, "ours_bytes", stat),
+                                     _get(ing, "floor_bytes", stat)),
+        "bytes_vs_aim": _div(_get(ing, "ours_bytes", stat),
+                             _get(r, "aim_track", "bytes_per_point")),
+        "list_vs_mlflow_search_same_n": _div(
+            _get(scale, "search_eq_page", stat),
+            _get(scale, "ours_same_n", "list_where_eq", stat)),
+    }
+    return {k: (v if math.isfinite(v) else math.nan) for k, v in out.items()}
+
+
+def targets(r: Dict[str, Any], q: Dict[str, float]) -> List[Tuple[str, str, str, bool]]:
+    """(what, measured, target, met) for each target of the issue that was measured."""
+    rows = []
+
+    def add(what: str, value: Optional[float], fmt: str, target: str, ok: bool) -> None:
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            rows.append((what, fmt.format(value), target, bool(ok)))
+
+    add("log() vs list append", q["log_vs_list_append"], "{:.1f}x", "<= 5x",
+        q["log_vs_list_append"] <= 5)
+    add("log() vs mlflow.log_metric (sqlite)", q["log_vs_mlflow_log_metric"],
+        "{:.0f}x cheaper", ">= 1000x", q["log_vs_mlflow_log_metric"] >= 1000)
+    add("log() vs Aim track", q["log_vs_aim_track"], "{:.0f}x cheaper", ">= 30x",
+        q["log_vs_aim_track"] >= 30)
+    add("ingest vs executemany", q["ingest_vs_executemany"], "{:.0%}", ">= 70%",
+        q["ingest_vs_executemany"] >= 0.7)
+    add("sweep overhead with tracker=sqlite", q["callback_overhead_fraction"], "{:+.1%}",
+        "<= 10%", q["callback_overhead_fraction"] <= 0.10)
+    imp = _get(r, "import", "over_bare_s", "median")
+    heavy = r.get("import", {}).get("heavy_modules_loaded", [])
+    add("import align_track over bare python", None if imp is None else imp * 1e3,
+        "{:.0f} ms", "<= 20 ms", imp is not None and imp <= 0.020)
+    if "import" in r:
+        rows.append(("heavy modules after import", ", ".join(heavy) or "none", "none",
+                     not heavy))
+    add("bytes per point vs executemany", q["bytes_vs_executemany"], "{:.2f}x", "<= 1.2x",
+        q["bytes_vs_executemany"] <= 1.2)
+    add("bytes per point vs MLflow", q["bytes_vs_mlflow"], "{:.2f}x", "about 0.25x",
+        q["bytes_vs_mlflow"] <= 0.3)
+    mem_max = max(r["memory"]["growth_bytes"]["samples"]) if "memory" in r else None
+    add(f"RSS growth logging {r.get('memory', {}).get('n', 0):,} points",
+        None if mem_max is None else mem_max / 2**20, "{:.0f} MB", "< 64 MB",
+        mem_max is not None and mem_max < 64 * 2**20)
+    cli = r.get("cli", {}).get("by_size", {})
+    if cli:
+        size = max(cli, key=int)
+        for name, label in (("list", "experiments list"), ("query_where",
+                            "experiments query (stands for list --where)"),
+                            ("show", "experiments show"), ("compare", "compare 10 runs")):
+            v = _get(cli[size], "cli", name, "median")
+            add(f"{label}, {int(size):,} runs (CLI wall)", v, "{:.3f} s", "< 0.2 s",
+                v is not None and v < 0.2)
+    add("filtered list vs mlflow.search_runs", q["list_vs_mlflow_search"], "{:.0f}x",
+        ">= 50x", q["list_vs_mlflow_search"] >= 50)
+    return rows
+
+
+def machine() -> Dict[str, Any]:
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = None
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in fh
+                        if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = int(fh.readline().split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        mem = None
+    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "memory_bytes": mem, "load_average_at_end": load,
+            "python": sys.version.split()[0]}
+
+
+def versions() -> Dict[str, Optional[str]]:
+    out: Dict[str, Optional[str]] = {"python": sys.version.split()[0],
+                                     "sqlite": sqlite3.sqlite_version}
+    for dist in ("align-track", "mlflow", "aim", "clearml", "hydra-core", "omegaconf"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def write(results: Dict[str, Any], sizes: Dict[str, Any], notes: List[str],
+          out_dir: Path, quick: bool, seconds: float) -> Dict[str, Any]:
+    """Write latest.json, latest.md and the plots; return the JSON document."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    q = ratios(results)
+    doc = {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": "quick" if quick else "full",
+        "suite_seconds": seconds,
+        "ratios": q,
+        "ratios_from_min": ratios(results, "min"),
+        "targets": [dict(zip(("what", "measured", "target", "met"), t))
+                    for t in targets(results, q)],
+        "versions": versions(),
+        "machine": machine(),
+        "sizes": sizes,
+        "notes": notes,
+        "results": results,
+    }
+    tmp = out_dir / "latest.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str, allow_nan=True) + "\n")
+    os.replace(tmp, out_dir / "latest.json")
+    (out_dir / "latest.md").write_text(markdown(doc))
+    try:
+        from benchmarks import plots
+
+        plots.draw(results, out_dir)
+    except ImportError as exc:  # matplotlib is optional
+        doc["notes"].append(f"no plots: {exc}")
+    return doc
+
+
+def _us(v: Optional[float]) -> str:
+    return "" if v is None else f"{v * 1e6:,.2f} µs"
+
+
+def _row(label: str, fig: Any, fmt: Any = _us, n: Any = "") -> str:
+    if not isinstance(fig, dict) or "min" not in fig:
+        return ""
+    return f"| {label} | {fmt(fig['min'])} | {fmt(fig['median'])} | {n} |\n"
+
+
+def markdown(doc: Dict[str, Any]) -> str:
+    """The tables of latest.md (also pasted into docs/benchmarks.md)."""
+    r, q, s = doc["results"], doc["ratios"], doc["sizes"]
+    v, m = doc["versions"], doc["machine"]
+    text = (f"Run {doc['date']} ({doc['mode']} mode, {doc['suite_seconds']:.0f} s) on "
+            f"{m['cpus']} × {m['cpu']}, {m['platform']}, load average at the end "
+            f"{m['load_average_at_end']}.\n"
+            f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".\n\n")
+    text += "### Targets\n\n| what | measured (median) | target | met |\n|---|---|---|---|\n"
+    for t in doc["targets"]:
+        text += f"| {t['what']} | {t['measured']} | {t['target']} | {'yes' if t['met'] else '**no**'} |\n"
+    text += "\n### Ratios (from medians)\n\n| ratio | value |\n|---|---|\n"
+    for k, val in q.items():
+        text += f"| `{k}` | {val:,.3g} |\n"
+    text += "\n### Figures\n\n| figure | min | median | N |\n|---|---|---|---|\n"
+    ml = r.get("mlflow", {})
+    text += _row("list.append per point (floor)", r.get("list_append", {}).get("per_point"),
+                 n=s["list_n"])
+    text += _row("align_track.log per point (caller)",
+                 r.get("align_track_log", {}).get("per_point"), n=s["log_n"])
+    text += _row("mlflow.log_metric per point, sqlite",
+                 ml.get("sqlite", {}).get("log_metric"), n=s["mlflow_metric_sqlite"])
+    text += _row("mlflow.log_metric per point, server",
+                 ml.get("server", {}).get("log_metric"), n=s["mlflow_metric_server"])
+    text += _row("MlflowClient.log_batch per point, sqlite",
+                 ml.get("sqlite", {}).get("log_batch"), n=s["mlflow_batch"])
+    text += _row("MlflowClient.log_batch per point, server",
+                 ml.get("server", {}).get("log_batch"), n=s["mlflow_batch"])
+    text += _row("aim Run.track per point", r.get("aim_track", {}).get("per_point"),
+                 n=s["aim_n"])
+    text += _row("clearml report_scalar per point (offline)",
+                 r.get("clearml_report", {}).get("per_point"), n=s["clearml_n"])
+    ing = r.get("ingest", {})
+    rate = lambda x: f"{x:,.0f} points/s"  # noqa: E731
+    size = lambda x: f"{x:.1f} B"  # noqa: E731
+    secs = lambda x: f"{x * 1e3:,.1f} ms"  # noqa: E731
+    text += _row("align-track ingest until durable", ing.get("ours_rate"), rate,
+                 s["ingest_n"])
+    text += _row("raw executemany, WAL, indexed (floor)", ing.get("floor_rate"), rate,
+                 s["ingest_n"])
+    text += _row("align-track bytes per point", ing.get("ours_bytes"), size, s["ingest_n"])
+    text += _row("raw sqlite bytes per point", ing.get("floor_bytes"), size, s["ingest_n"])
+    for label in ("sqlite",):
+        b = ml.get(label, {}).get("bytes_per_point")
+        if b is not None:
+            text += f"| MLflow sqlite bytes per point | {b:.1f} B | {b:.1f} B | {s['mlflow_batch'] * max(2, s['repeats'] - 2)} |\n"
+    b = r.get("aim_track", {}).get("bytes_per_point")
+    if b is not None:
+        text += f"| Aim repo bytes per point | {b:.1f} B | {b:.1f} B | {r['aim_track']['points']} |\n"
+    mem = r.get("memory", {})
+    text += _row("RSS growth while logging", mem.get("growth_bytes"),
+                 lambda x: f"{x / 2**20:.1f} MB", s["memory_n"])
+    imp = r.get("import", {})
+    text += _row("import align_track over bare python", imp.get("over_bare_s"), secs)
+    for mod, fig in imp.get("peers_s", {}).items():
+        text += _row(f"python -c 'import {mod}' (whole process)", fig, secs)
+    cb = r.get("callback", {})
+    text += _row(f"{s['sweep_jobs']}-job sweep, untracked", cb.get("untracked_s"), secs)
+    text += _row(f"{s['sweep_jobs']}-job sweep, +tracker=sqlite", cb.get("tracked_s"), secs)
+    text += _row("tracking overhead per job", cb.get("overhead_ms_per_job"),
+                 lambda x: f"{x:,.1f} ms")
+    for leaves, fig in r.get("config_size", {}).get("overhead_ms_per_job", {}).items():
+        text += _row(f"overhead per job, {int(leaves):,}-leaf config", fig,
+                     lambda x: f"{x:,.1f} ms")
+    for k, fig in r.get("concurrency", {}).get("rate", {}).items():
+        text += _row(f"ingest with {k} writer processes", fig, rate,
+                     f"{k} × {s['writer_n']:,}")
+    for size_, row in r.get("cli", {}).get("by_size", {}).items():
+        for name, fig in row["cli"].items():
+            text += _row(f"CLI `{name}`, {int(size_):,} runs (process wall)", fig, secs)
+        for name, fig in row["inproc"].items():
+            text += _row(f"in-process {name}, {int(size_):,} runs", fig, secs)
+    sc = r.get("mlflow_scale", {})
+    for name in ("search_eq_page", "search_eq_all", "search_page"):
+        text += _row(f"mlflow.search_runs {name}, {sc.get('runs', 0):,} runs", sc.get(name),
+                     secs)
+    if "per_run_s" in sc:
+        text += (f"| MLflow: create one run (50 params, 10 metrics) | "
+                 f"{sc['per_run_s'] * 1e3:.1f} ms | {sc['per_run_s'] * 1e3:.1f} ms | "
+                 f"{sc['runs']} |\n")
+    for name, row in r.get("backends", {}).items():
+        if "skipped" in row:
+            text += f"| align-track tracker={name} | skipped: {row['skipped']} | | |\n"
+            continue
+        text += _row(f"tracker={name}: user loop per point", row.get("loop_per_point"),
+                     n=s["backend_n"])
+        text += _row(f"tracker={name}: until run end, per point",
+                     row.get("end_to_end_per_point"), n=s["backend_n"])
+    if doc["notes"]:
+        text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in doc["notes"])
+    return text
