@@ -7,7 +7,7 @@ Log from anywhere inside a tracked job::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
+from _collections_abc import Mapping  # loaded at interpreter start; typing is not
 
 from align_track import _context
 
@@ -26,7 +26,10 @@ __all__ = [
     "__version__",
 ]
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, List, Optional
+
     from align_track.callback import TrackerCallback
     from align_track.tracker import Run, SQLiteTracker, track_run
 

@@ -1,21 +1,22 @@
 """Which run ``align_track.log()`` reaches from the calling thread."""
 from __future__ import annotations
 
-import logging
+import _thread
 import os
-import threading
-from typing import TYPE_CHECKING, Any, Dict, Optional
 
+# `import align_track` must stay cheap (no typing, logging or threading modules):
+# the C-level _thread gives the same thread-local storage and locks.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
+
     from align_track.tracker import Run
 
-logger = logging.getLogger(__name__)
-
-_local = threading.local()
+_local = _thread._local()
 # Runs open in this process, in order of opening. A thread with no run of its own
 # (one the job started) logs to the only open run.
 _open: Dict[str, "Run"] = {}
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _warned: set = set()
 _forked_from: Optional[int] = None
 _ended = False  # a run of this process has ended: a late log() comes from its threads
@@ -79,14 +80,16 @@ def open_runs() -> Dict[str, "Run"]:
 def warn_once(key: str, msg: str, *args: Any) -> None:
     if key not in _warned:
         _warned.add(key)
-        logger.warning(msg, *args)
+        import logging
+
+        logging.getLogger(__name__).warning(msg, *args)
 
 
 def after_fork() -> None:
     global _lock, _forked_from, _local
-    _lock = threading.Lock()
+    _lock = _thread.allocate_lock()
     if _open:
         _forked_from = os.getppid()
     _open.clear()
-    _local = threading.local()
+    _local = _thread._local()
     _warned.discard("forked")

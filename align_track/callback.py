@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from align_track import _context, _job, _lifecycle, backends
-from align_track.capture import to_plain
+from align_track.capture import dump_yaml, load_yaml, to_plain
 from align_track.collect import collect
 from align_track.env import GROUP_VAR
 from align_track.errors import AlignTrackConfigError
@@ -214,16 +214,17 @@ def _end_sweep_at_exit(sweep_id: str) -> None:
 
 
 def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
-    """A copy of a Hydra YAML file with secret values masked."""
-    from omegaconf import OmegaConf
-
-    target = os.path.join(folder, os.path.basename(path))
+    """``path`` itself when it holds no secret, else a copy with secrets masked."""
     try:
-        plain = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        text = OmegaConf.to_yaml(OmegaConf.create(redactor.tree(plain)))
+        plain = load_yaml(path)
+        masked = redactor.tree(plain)
+        if masked == plain:
+            return path
+        text = dump_yaml(masked)
     except Exception as exc:  # not YAML we can read: store nothing rather than a secret
         logger.warning("%s could not be checked for secrets (%s); not stored", path, exc)
         text = f"# {os.path.basename(path)} was not stored: it could not be checked for secrets\n"
+    target = os.path.join(folder, os.path.basename(path))
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
     return target

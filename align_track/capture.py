@@ -24,12 +24,37 @@ def unresolved_yaml(
     cfg: DictConfig, skip: Iterable[str] = ("hydra",), redactor: Optional["Redactor"] = None
 ) -> str:
     """The config as YAML with interpolations kept; secrets masked by ``redactor``."""
-    keys = [k for k in cfg.keys() if k not in set(skip)]
-    copy = OmegaConf.masked_copy(cfg, keys)
-    if redactor is None or not redactor.enabled:
-        return OmegaConf.to_yaml(copy)
-    plain = OmegaConf.to_container(copy, resolve=False)
-    return OmegaConf.to_yaml(OmegaConf.create(redactor.tree(plain)))
+    skip_set = set(skip)
+    plain = {key: _unresolved(cfg._get_node(key)) for key in cfg.keys() if key not in skip_set}
+    if redactor is not None:
+        plain = redactor.tree(plain)
+    return dump_yaml(plain)
+
+
+def _unresolved(node: Any) -> Any:
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=False)
+    return node._value()
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text of plain containers; PyYAML's C dumper where available (OmegaConf's
+    own dumper costs seconds on a config of thousands of leaves)."""
+    import yaml
+
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    try:
+        return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True,
+                         default_flow_style=False, width=4096)
+    except yaml.YAMLError:  # enums and other objects of structured configs
+        return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def load_yaml(path: str) -> Any:
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def resolve_leafwise(

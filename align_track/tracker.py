@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import operator
 import logging
 import os
 import threading
@@ -27,6 +28,9 @@ from align_track.records import (
 from align_track.values import REFUSED, context_key, to_float, to_step
 
 logger = logging.getLogger(__name__)
+
+_SERIES_KEY = operator.itemgetter(0, 4)  # (name, context) of a point
+_STEP = operator.itemgetter(1)
 
 #: Points a run may hold in memory before the logging thread writes them itself.
 MAX_PENDING = 100_000
@@ -127,8 +131,13 @@ class Run:
                 append((name, step, value, now, ctx))
             else:
                 self._log_slow(name, value, step, now, ctx)
-        if len(self._points) > MAX_PENDING:
-            self.flush()  # back-pressure: the producer pays, memory stays bounded
+        pending = len(self._points)
+        if pending > BATCH:
+            wake = self._tracker._wake
+            if not wake.is_set():
+                wake.set()  # a full batch waits: the writer need not sleep out its second
+            if pending > MAX_PENDING:
+                self.flush()  # back-pressure: the producer pays, memory stays bounded
 
     def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
         if not isinstance(name, str):
@@ -247,12 +256,9 @@ class Run:
         nxt = self._next_step
         if not self._auto_steps:
             # every step is explicit: only remember where each metric is
-            seen: Set[Tuple[str, str]] = set()
-            for name, step, _, _, ctx in reversed(batch):
-                key = (name, ctx)
-                if key not in seen:
-                    seen.add(key)
-                    nxt[key] = step + 1
+            # dict() keeps the last point of each metric; built at C speed
+            last = dict(zip(map(_SERIES_KEY, batch), map(_STEP, batch)))
+            nxt.update({key: step + 1 for key, step in last.items()})
             return batch
         out = []
         for name, step, value, ts, ctx in batch:

@@ -145,13 +145,7 @@ class SQLiteBackend(Backend):
             "INSERT INTO points (series_id, step, value, wall) VALUES (?,?,?,?)",
             [(ids[(n, c)], s, v, w) for n, s, v, w, c in points],
         )
-        last: Dict[Tuple[str, str], Point] = {}
-        for point in reversed(points):
-            key = (point[0], point[4])
-            if key not in last:
-                last[key] = point
-                if len(last) == len(counts):
-                    break
+        last = dict(zip(map(_SERIES_KEY, points), points))  # the last point per series
         conn.executemany(
             "UPDATE series SET last_step = ?, last_value = ?, count = count + ? WHERE id = ?",
             [(p[1], p[2], counts[k], ids[k]) for k, p in last.items()],
