@@ -18,7 +18,7 @@ import time
 from typing import Any, List, Optional, Sequence
 
 from align_track import reader, store
-from align_track.env import DB_VAR, default_db
+from align_track.env import DB_VAR, SPOOL_FILE, default_db
 from align_track.errors import StoreError
 from align_track.where import WhereError, compile_where
 
@@ -265,7 +265,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_sync(args: argparse.Namespace) -> None:
     """Replay, in order and exactly once, what jobs kept in the spool while their MLflow,
     Aim or ClearML server was unreachable, into the same runs."""
-    from align_track.spool import SPOOL_FILE, Spool, sync
+    from align_track.spool import Spool, sync
 
     path = args.spool or SPOOL_FILE
     if not os.path.exists(path):
@@ -286,10 +286,10 @@ def cmd_sync(args: argparse.Namespace) -> None:
 
 
 def _spool_note() -> Optional[str]:
-    from align_track.spool import SPOOL_FILE, Spool
-
     if not os.path.exists(SPOOL_FILE):
         return None
+    from align_track.spool import Spool
+
     waiting = Spool(SPOOL_FILE).waiting()
     if not waiting:
         return None

@@ -10,6 +10,8 @@ DB_VAR = "ALIGN_TRACK_DB"
 GROUP_VAR = "ALIGN_TRACK_GROUP"
 #: Scheduler job ids that survive a requeue: a run with the same one resumes.
 SCHEDULER_JOB_VARS = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "SUBMITIT_LOCAL_JOB_ID")
+#: Where server-backend writes wait while the server is away (launch directory).
+SPOOL_FILE = "align-track-spool.db"
 #: File name of the default store, in the directory the app is launched from.
 DEFAULT_DB = "experiments.db"
 

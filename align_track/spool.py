@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from align_track.backends.base import Backend
+from align_track.env import SPOOL_FILE
 from align_track.errors import AlignTrackError
 from align_track.records import FINISHED, Point, RunEnd, RunRecord, SweepRecord
 
 logger = logging.getLogger(__name__)
 
-SPOOL_FILE = "align-track-spool.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS targets (

@@ -43,7 +43,7 @@ def draw(r: Dict[str, Any], out: Path) -> List[Path]:
     if cli:
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [int(k) for k in cli]
-        for name in ("list", "query_where"):
+        for name in ("list", "list_where"):
             _curve(ax, xs, [row["cli"][name] for row in cli.values()], 1e3,
                    f"experiments {name}")
         _curve(ax, xs, [row["inproc"]["list"] for row in cli.values()], 1e3,

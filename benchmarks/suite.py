@@ -240,10 +240,7 @@ class Suite:
             row: Dict[str, Any] = {"inproc": inproc}
             commands = {
                 "list": ["list"],
-                "query_where": ["query", "SELECT r.id, r.name, r.status, r.started_at FROM "
-                                "runs r WHERE r.key IN (SELECT run_key FROM params WHERE "
-                                "key = 'lr' AND value > 0.01) ORDER BY r.started_at DESC "
-                                "LIMIT 50"],
+                "list_where": ["list", "--where", "params.lr > 0.01"],
                 "show": ["show", ids[0]],
                 "compare": ["compare", *ids],
             }

@@ -314,14 +314,16 @@ def cli_inproc(p: Dict[str, Any]) -> Dict[str, Any]:
     conn = store.connect_readonly(p["db"])
     ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY key LIMIT 10 OFFSET ?",
                                       (p["offset"],))]
-    where_eq = "r.key IN (SELECT run_key FROM params WHERE key = ? AND value = ?)"
-    where_gt = "r.key IN (SELECT run_key FROM params WHERE key = 'lr' AND value > ?)"
+    from align_track.where import compile_where
+
+    where_eq, eq_args = compile_where(f"params.{FILTER_EQ[0]} = '{FILTER_EQ[1]}'")
+    where_gt, gt_args = compile_where("params.lr > 0.01")
     jobs = {
         "list": lambda: reader.list_runs(conn, limit=50),
         "list_where_eq": lambda: reader.list_runs(conn, limit=50, where_sql=where_eq,
-                                                  where_args=FILTER_EQ),
+                                                  where_args=eq_args),
         "list_where_gt": lambda: reader.list_runs(conn, limit=50, where_sql=where_gt,
-                                                  where_args=(0.01,)),
+                                                  where_args=gt_args),
         "show": lambda: reader.get_run(conn, ids[0], history=False),
         "compare": lambda: [(reader.get_run(conn, i, history=False),
                              reader.metric_stats(conn, store.find_run_key(conn, i)["key"]))
