@@ -1,0 +1,1 @@
+"""The backend contract: one suite run against sqlite, mlflow, aim and clearml."""
