@@ -47,7 +47,13 @@ def dump_yaml(data: Any) -> str:
         return yaml.dump(data, Dumper=dumper, sort_keys=False, allow_unicode=True,
                          default_flow_style=False, width=4096)
     except yaml.YAMLError:  # enums and other objects of structured configs
+        pass
+    try:
         return OmegaConf.to_yaml(OmegaConf.create(data))
+    except Exception:  # a value OmegaConf cannot hold either: JSON is valid YAML
+        import json
+
+        return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
 def load_yaml(path: str) -> Any:

@@ -369,6 +369,7 @@ class Tracker:
         """Open a run and return its handle. Use it as a context manager to bind it
         for :func:`align_track.log` and close it with the right status."""
         if record is None:
+            from align_track.capture import dump_yaml
             from align_track.flatten import flatten
             from align_track.facts import environment
 
@@ -379,7 +380,7 @@ class Tracker:
             record = RunRecord(
                 id=new_run_id(), experiment=experiment, name=name or experiment,
                 started_at=time.time(), config=plain, params=flatten(plain),
-                config_yaml=_yaml(plain),
+                config_yaml=dump_yaml(plain),
                 tags=redactor.flat({str(k): str(v) for k, v in (tags or {}).items()}),
                 env=env,
             )
@@ -453,17 +454,6 @@ def _plain_config(config: Any) -> Dict[str, Any]:
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a mapping, got {type(config).__name__}")
     return dict(config)
-
-
-def _yaml(config: Mapping[str, Any]) -> str:
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_yaml(OmegaConf.create(dict(config)))
-    except Exception:
-        import json
-
-        return json.dumps(config, indent=2, default=str)
 
 
 # -- the per-process registry ----------------------------------------------------------

@@ -25,6 +25,7 @@ import urllib.request
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from align_track.backends.base import Backend
+from align_track.capture import dump_yaml
 from align_track.env import anchor
 from align_track.records import (
     CRASHED,
@@ -50,6 +51,8 @@ MAX_KEY = 250
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 MAX_PARAMS_PER_BATCH = 100
+#: Config keys sent as MLflow params; all of them are in config_resolved.yaml.
+MAX_PARAMS = 1000
 MAX_METRICS_PER_BATCH = 1000
 #: MLflow's server refuses a log_batch body over 1 MB; stay well below.
 MAX_BATCH_BYTES = 800_000
@@ -333,11 +336,20 @@ class MLflowBackend(Backend):
             self._metric_keys[record.id] = {}
             self._renamed[record.id] = {"params": {}, "tags": {}, "metrics": {}}
             self._artifact_uris[mlflow_id] = str(run.info.artifact_uri).rstrip("/")
-        self._send(mlflow_id, self._param_batch(record.id, record.params,
+        params = record.params
+        if len(params) > MAX_PARAMS:
+            # MLflow's SQL store rereads a run's params on every batch: cost grows with
+            # the square of their number. The rest stay in config_resolved.yaml.
+            params = dict(list(params.items())[:MAX_PARAMS])
+            tags[f"{TAG}params_in_config"] = str(len(record.params) - MAX_PARAMS)
+            logger.warning("the config has %d keys; MLflow gets the first %d as params "
+                           "and all of them in config_resolved.yaml", len(record.params),
+                           MAX_PARAMS)
+        self._send(mlflow_id, self._param_batch(record.id, params,
                                                 where="config_resolved.yaml"),
                    self._tag_batch(record.id, tags))
         client.log_text(mlflow_id, record.config_yaml or "{}\n", "config.yaml")
-        client.log_text(mlflow_id, _to_yaml(record.config), "config_resolved.yaml")
+        client.log_text(mlflow_id, dump_yaml(record.config), "config_resolved.yaml")
         self._write_names(record.id, mlflow_id, only_if={"params", "tags"})
 
     def _run_tags(self, r: RunRecord) -> Dict[str, str]:
@@ -758,12 +770,3 @@ def _chunks(items: Sequence[Any], limit: int, size: Any) -> Iterable[List[Any]]:
         total += n
     if chunk:
         yield chunk
-
-
-def _to_yaml(config: Mapping[str, Any]) -> str:
-    try:
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_yaml(OmegaConf.create(dict(config)))
-    except Exception:  # a value OmegaConf cannot hold: JSON is valid YAML
-        return json.dumps(config, indent=2, ensure_ascii=False, default=str) + "\n"
