@@ -377,3 +377,33 @@ def test_sweep_record_closes_with_its_outcome(backend: str, sweeps: Dict[str, An
     sweep = sweeps[backend].wait()
     (sweep_id,) = {v["sweep_id"] for v in sweep.reader.runs(SWEEP_EXPERIMENT)}
     assert sweep.reader.sweep_record(sweep_id) == SWEEP_RECORD[backend]
+
+
+# -- secrets ---------------------------------------------------------------------------
+
+SECRET = "sk-proj-CONTRACTPLANTEDSECRET0123456789abcd"
+CANARY = "contract-canary-model-name-4711"  # stored in the clear: proves grep sees text
+
+
+def _secret_run(target: Target) -> str:
+    config = {"llm": {"api_key": SECRET, "model": CANARY, "max_tokens": 64},
+              "service": {"password": SECRET + "-pw"}}
+    with align_track.track_run(EXPERIMENT, config=config, name="contract secrets",
+                               backend=target.backend, **target.settings) as run:
+        align_track.log_params({"auth_token": SECRET + "-tok"})
+        align_track.set_tags(endpoint_token=SECRET + "-tag", canary=CANARY)
+        align_track.log({"loss": 1.0}, step=0)
+    return run.id
+
+
+@pytest.mark.parametrize("backend", cases())
+def test_no_planted_secret_in_any_file_the_backend_wrote(
+        backend: str, write: Any, target: Target) -> None:
+    write("secrets", _secret_run)
+
+    files = [p for p in target.launch.rglob("*") if p.is_file()]
+    canary_seen = [p for p in files if CANARY.encode() in p.read_bytes()]
+    leaked = [p for p in files if b"CONTRACTPLANTEDSECRET" in p.read_bytes()]
+
+    assert canary_seen, f"{backend}: no file holds the canary, so the grep proves nothing"
+    assert not leaked, f"{backend}: the secret is in {leaked[:3]}"
