@@ -20,6 +20,7 @@ _lock = _thread.allocate_lock()
 _warned: set = set()
 _forked_from: Optional[int] = None
 _ended = False  # a run of this process has ended: a late log() comes from its threads
+_disabled: Optional[str] = None  # why this job runs untracked (its backend did not open)
 
 
 def bind(run: "Run") -> Any:
@@ -57,6 +58,9 @@ def current() -> Optional["Run"]:
                   "none bound; the points are dropped\n  in the thread, use "
                   "`with align_track.bind(run):` with the run from "
                   "align_track.current_run() of the job's thread", count)
+    elif _disabled is not None:
+        warn_once("disabled", "align_track.log(): tracking is off for this job (%s); "
+                  "nothing is recorded", _disabled)
     elif _forked_from is not None:
         warn_once("forked", "align_track.log() was called in a process forked from "
                   "pid %d; points logged in a forked child are not recorded\n  "
@@ -70,6 +74,13 @@ def current() -> Optional["Run"]:
                   "is recorded\n  add +tracker=sqlite to the command line, or log inside "
                   "`with align_track.track_run(...)`")
     return None
+
+
+def disable(reason: Optional[str]) -> None:
+    """Say why log() records nothing in this job (None: the next job may track)."""
+    global _disabled
+    _disabled = reason
+    _warned.discard("disabled")
 
 
 def open_runs() -> Dict[str, "Run"]:

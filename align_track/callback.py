@@ -113,7 +113,9 @@ class TrackerCallback(Callback):
             logger.error("tracking is off for this job: %s could not open a run: %s\n"
                          "  the job runs untracked; fix the tracker settings or the store",
                          settings.backend, exc, exc_info=logger.isEnabledFor(logging.DEBUG))
+            _context.disable(f"{settings.backend}: {exc}")
             return
+        _context.disable(None)
         self._runs[threading.get_ident()] = run
         _context.bind(run)
         _lifecycle.install()

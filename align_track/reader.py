@@ -245,7 +245,7 @@ def list_sweeps(conn: sqlite3.Connection, limit: Optional[int] = None) -> List[D
         " coalesce(sum(r.status = 'crashed'), 0) AS crashed,"
         " coalesce(sum(r.status = 'running'), 0) AS running,"
         " s.dir, s.started_at, s.ended_at, s.command, s.overrides, s.sweeper, s.launcher,"
-        " s.jobs_expected"
+        " s.jobs_expected, s.status"
         " FROM ids LEFT JOIN sweeps s ON s.id = ids.id"
         " LEFT JOIN experiments se ON se.id = s.experiment_id"
         " LEFT JOIN runs r ON r.sweep_id = ids.id"

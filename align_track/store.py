@@ -1,10 +1,11 @@
 """The SQLite store: schema, opening, and the reads the CLI makes.
 
-Schema version 1 (``PRAGMA user_version``). Tables:
+Schema version 2 (``PRAGMA user_version``; older stores are migrated in place after
+a backup, see :data:`MIGRATIONS`). Tables:
 
 - ``experiments(id, name, created_at)``
 - ``sweeps(id, experiment_id, dir, command, overrides, sweeper, launcher,
-  jobs_expected, started_at, ended_at)``: a multirun, or a ``tracker.group``
+  jobs_expected, started_at, ended_at, status)``: a multirun, or a ``tracker.group``
 - ``runs(key, id, experiment_id, name, status, started_at, ended_at, heartbeat_at,
   sweep_id, job_num, output_dir, overrides, choices, config, config_yaml, env, git,
   error, return_value, dropped, identity)``; JSON text in overrides, choices, config, env, git,
@@ -34,7 +35,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from align_track.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Statements that take a store from version N to N + 1, run in one transaction
+#: after a backup of the file (``<store>.v<N>.bak``).
+MIGRATIONS = {
+    1: ["ALTER TABLE sweeps ADD COLUMN status TEXT"],
+}
 
 SCHEMA = """
 CREATE TABLE experiments (
@@ -52,7 +59,8 @@ CREATE TABLE sweeps (
     launcher TEXT,
     jobs_expected INTEGER,
     started_at REAL NOT NULL,
-    ended_at REAL
+    ended_at REAL,
+    status TEXT
 );
 CREATE TABLE runs (
     key INTEGER PRIMARY KEY,
@@ -188,6 +196,9 @@ def _ensure_schema(conn: sqlite3.Connection, db_path: str) -> None:
     if version == SCHEMA_VERSION:
         return
     _check_schema(conn, db_path)
+    if version > 0:
+        _migrate(conn, db_path, version)
+        return
     # BEGIN IMMEDIATE takes the write lock: of several processes creating the same
     # new file at once, one creates the schema and the others see it done.
     conn.execute("BEGIN IMMEDIATE")
@@ -209,6 +220,35 @@ def _ensure_schema(conn: sqlite3.Connection, db_path: str) -> None:
         raise
 
 
+def _migrate(conn: sqlite3.Connection, db_path: str, version: int) -> None:
+    """Bring a store of an older schema up to date: back it up, then change it in one
+    transaction, so a failure leaves it as it was."""
+    backup = f"{db_path}.v{version}.bak"
+    if not os.path.exists(backup):
+        target = sqlite3.connect(backup)
+        try:
+            conn.backup(target)  # SQLite's online backup: a consistent copy
+        finally:
+            target.close()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process?
+        for step in range(current, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    import logging
+
+    logging.getLogger(__name__).warning(
+        "migrated %s from schema version %d to %d; the old file is kept as %s",
+        db_path, version, SCHEMA_VERSION, backup)
+
+
 def connect_readonly(db_path: str) -> sqlite3.Connection:
     """Open an existing store for reading only."""
     if not os.path.exists(db_path):
@@ -221,6 +261,10 @@ def connect_readonly(db_path: str) -> sqlite3.Connection:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a usable align-track store ({exc})") from None
+    if 0 < version < SCHEMA_VERSION:
+        conn.close()
+        connect(db_path, create=False).close()  # migrates, after a backup
+        return connect_readonly(db_path)
     if version != SCHEMA_VERSION:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{db_path} has schema version {version}, newer than this "

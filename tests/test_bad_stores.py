@@ -103,3 +103,29 @@ def test_where_filters_are_bound_not_pasted(app: Path) -> None:
     assert inject.returncode == 1 and "--where" in inject.stderr
     assert sneaky == []
     assert len(experiments_json("--db", db, "list")) == 3
+
+
+def test_older_store_is_backed_up_and_migrated(tmp_path: Path) -> None:
+    import align_track
+    from align_track import reader, store
+
+    db = tmp_path / "old.db"
+    with align_track.track_run("old", db=str(db), config={"lr": 0.1}) as run:
+        align_track.log({"loss": 0.5}, step=3)
+    conn = sqlite3.connect(db)  # what version 1 of align-track wrote
+    conn.execute("ALTER TABLE sweeps DROP COLUMN status")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    listed = experiments_json("--db", str(db), "list")
+    with align_track.track_run("new", db=str(db)):
+        align_track.log({"loss": 0.25}, step=0)
+
+    backup = tmp_path / "old.db.v1.bak"
+    assert sqlite3.connect(backup).execute("PRAGMA user_version").fetchone()[0] == 1
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert [r["id"] for r in listed] == [run.id]
+    old = reader.get_run(store.connect_readonly(str(db)), run.id)
+    assert old["params"] == {"lr": 0.1} and old["metrics"]["loss"][0]["step"] == 3
+    assert len(experiments_json("--db", str(db), "list")) == 2

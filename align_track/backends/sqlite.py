@@ -246,8 +246,9 @@ class SQLiteBackend(Backend):
         self._write(insert)
 
     def end_sweep(self, sweep_id: str, ended_at: float, status: str = "finished") -> None:
-        self._write(lambda c: c.execute("UPDATE sweeps SET ended_at = ? WHERE id = ?",
-                                        (ended_at, sweep_id)))
+        self._write(lambda c: c.execute(
+            "UPDATE sweeps SET ended_at = ?, status = ? WHERE id = ?",
+            (ended_at, status, sweep_id)))
 
     def close(self) -> None:
         with self._lock:
