@@ -42,6 +42,7 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
     untracked = _get(cb, "untracked_s", stat)
     tracked = _get(cb, "tracked_s", stat)
     ing = r.get("ingest", {})
+    conc = r.get("concurrency", {})
     out = {
         "log_vs_list_append": _div(ours, _get(r, "list_append", "per_point", stat)),
         "log_vs_mlflow_log_metric": _div(_get(ml, "sqlite", "log_metric", stat), ours),
@@ -64,6 +65,10 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
                                      _get(ing, "floor_bytes", stat)),
         "bytes_vs_aim": _div(_get(ing, "ours_bytes", stat),
                              _get(r, "aim_track", "bytes_per_point")),
+        # writers' rate alone / beside a list-show-query loop (1.0: no slowdown)
+        "writers_slowdown_beside_reader": _div(
+            _get(conc, "rate", str(conc.get("with_reader", {}).get("writers")), stat),
+            _get(conc, "with_reader", "rate", stat)),
         "list_at_max_runs_vs_mlflow_search": _div(_get(scale, "search_eq_page", stat),
                                                   _get(largest, "list_where_eq", stat)),
     }
@@ -114,6 +119,12 @@ def targets(r: Dict[str, Any], q: Dict[str, float]) -> List[Tuple[str, str, str,
                 v is not None and v < 0.2)
     add("filtered list vs mlflow.search_runs", q["list_vs_mlflow_search"], "{:.0f}x",
         ">= 50x", q["list_vs_mlflow_search"] >= 50)
+    reading = r.get("concurrency", {}).get("with_reader")
+    if reading:
+        add(f"{reading['writers']} writers' slowdown beside a list/show/query loop "
+            f"({reading['reader_calls']} calls, {reading['reader_failures']} failed)",
+            q["writers_slowdown_beside_reader"], "{:.2f}x", "a small fraction",
+            q["writers_slowdown_beside_reader"] <= 1.2 and reading["reader_failures"] == 0)
     return rows
 
 

@@ -222,7 +222,43 @@ class Suite:
                     ends.append(json.loads(line[-1][9:])["end"])
                 rates.append(k * s.writer_n / (max(ends) - start_at))
             curve[str(k)] = best(rates)
-        self.results["concurrency"] = {"points_per_writer": s.writer_n, "rate": curve}
+        self.results["concurrency"] = {"points_per_writer": s.writer_n, "rate": curve,
+                                       "with_reader": self._writers_beside_a_reader()}
+
+    def _writers_beside_a_reader(self) -> Dict[str, Any]:
+        """The most writers again, with a list/show/query loop running the whole time."""
+        s = self.sizes
+        k = max(s.writers)
+        rates, calls, failures = [], 0, 0
+        for r in range(max(2, s.repeats - 3)):
+            db = self.tmp / f"concurrent-read-{k}-{r}.db"
+            done = self.tmp / f"concurrent-read-{k}-{r}.done"
+            start_at = time.time() + 3.0 + 0.5 * k
+            reader = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.workers", "reader_loop",
+                 json.dumps({"db": str(db), "done": str(done), "stop_at": start_at + 600})],
+                cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
+            procs = [subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.workers", "writer",
+                 json.dumps({"db": str(db), "n": s.writer_n, "start_at": start_at})],
+                cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
+                for _ in range(k)]
+            ends = []
+            for proc in procs:
+                out, _ = proc.communicate(timeout=600)
+                line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
+                if proc.returncode or not line:
+                    raise RuntimeError(f"writer failed ({proc.returncode})")
+                ends.append(json.loads(line[-1][9:])["end"])
+            done.touch()
+            out, _ = reader.communicate(timeout=120)
+            line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
+            got = json.loads(line[-1][9:]) if line else {"calls": 0, "failures": -1}
+            calls += got["calls"]
+            failures += got["failures"]
+            rates.append(k * s.writer_n / (max(ends) - start_at))
+        return {"writers": k, "rate": best(rates), "reader_calls": calls,
+                "reader_failures": failures}
 
     def cli_scale(self) -> None:
         s = self.sizes

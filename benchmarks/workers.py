@@ -250,6 +250,41 @@ def writer(p: Dict[str, Any]) -> Dict[str, Any]:
     return {"end": time.time(), "n": p["n"]}
 
 
+@case
+def reader_loop(p: Dict[str, Any]) -> Dict[str, Any]:
+    """`experiments list`, `show` and `query` in a loop beside the writers, in one
+    process (so the loop reads, rather than starting interpreters), 0.1 s apart."""
+    import contextlib
+    import io
+    import os
+
+    from align_track import cli
+
+    while not os.path.exists(p["db"]) and time.time() < p["stop_at"]:
+        time.sleep(0.01)
+    calls = failures = 0
+    commands = [["list"], ["query", "SELECT count(*) FROM metrics"], ["show", "latest"]]
+    while time.time() < p["stop_at"] and not os.path.exists(p["done"]):
+        for argv in commands:
+            if argv[0] == "show":
+                out = io.StringIO()
+                with contextlib.redirect_stdout(out):
+                    cli.main(["--db", p["db"], "query", "SELECT id FROM runs LIMIT 1",
+                              "--format", "csv"])
+                ids = out.getvalue().split()[1:]
+                if not ids:
+                    continue
+                argv = ["show", ids[0]]
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()) as err:
+                code = cli.main(["--db", p["db"], *argv])
+            calls += 1
+            if code != 0 and "no store" not in err.getvalue():
+                failures += 1
+            time.sleep(p.get("pause", 0.1))  # a watch-style loop, not a CPU hog
+    return {"calls": calls, "failures": failures}
+
+
 # -- a large store for the CLI -------------------------------------------------------------
 
 @case
