@@ -58,6 +58,8 @@ def current() -> Optional["Run"]:
                   "none bound; the points are dropped\n  in the thread, use "
                   "`with align_track.bind(run):` with the run from "
                   "align_track.current_run() of the job's thread", count)
+    elif _disabled == "tracker.enabled=false":
+        pass  # switched off on purpose: nothing to say
     elif _disabled is not None:
         warn_once("disabled", "align_track.log(): tracking is off for this job (%s); "
                   "nothing is recorded", _disabled)

@@ -13,7 +13,7 @@ from align_track.env import scheduler_job_id
 from align_track.facts import environment, git_state
 from align_track.flatten import flatten
 from align_track.records import RunRecord, SweepRecord
-from align_track.redact import Redactor
+from align_track.redact import Redactor, env_references
 from align_track.settings import TrackerSettings
 from align_track.tracker import new_run_id
 
@@ -69,6 +69,7 @@ def run_record(
 ) -> RunRecord:
     """Everything known about the job at its start, with secrets masked."""
     resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
+    redactor.mask_env(env_references(OmegaConf.to_container(config, resolve=False)))
     user_config: Dict[str, Any] = redactor.tree(resolved)
     env = {**environment(store), "launch_dir": launch_dir(config),
            "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")}

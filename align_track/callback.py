@@ -106,6 +106,7 @@ class TrackerCallback(Callback):
         """Both modes, in the process and thread that runs the job: open its run."""
         settings = self._job_settings(config)
         if not settings.enabled:
+            _context.disable("tracker.enabled=false")
             return
         try:
             run = self._open_run(config, settings)
@@ -187,8 +188,9 @@ class TrackerCallback(Callback):
         with tempfile.TemporaryDirectory(prefix="align-track-") as tmp:
             for path in _job.hydra_files(config):
                 name = os.path.relpath(path, out_dir)
-                if path.endswith(".yaml") and run.redactor.enabled:
-                    path = _redacted_copy(path, tmp, run.redactor)
+                if run.redactor.enabled:
+                    path = (_redacted_copy(path, tmp, run.redactor) if path.endswith(".yaml")
+                            else _scrubbed_copy(path, tmp, run.redactor))
                 run.log_artifact(path, name=name)
 
     @staticmethod
@@ -229,6 +231,19 @@ def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
     target = os.path.join(folder, os.path.basename(path))
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
+    return target
+
+
+def _scrubbed_copy(path: str, folder: str, redactor: Redactor) -> str:
+    """``path`` itself, or a copy of a text file (the job log) with secrets masked."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        text = fh.read()
+    clean = redactor.text(text)
+    if clean == text:
+        return path
+    target = os.path.join(folder, os.path.basename(path))
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(clean)
     return target
 
 

@@ -20,6 +20,7 @@ from typing import Any, List, Optional, Sequence
 from align_track import reader, store
 from align_track.env import DB_VAR, SPOOL_FILE, default_db
 from align_track.errors import StoreError
+from align_track.records import STATUSES
 from align_track.where import WhereError, compile_where
 
 FORMATS = ("table", "json", "csv")
@@ -71,12 +72,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("list", cmd_list, "a table of runs, newest first")
     p.add_argument("--experiment", help="only runs of this experiment")
-    p.add_argument("--status", help="only runs with this status (running, finished, "
-                   "failed, interrupted, crashed)")
+    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--sweep", help="only the jobs of this sweep ('latest' for the newest)")
     p.add_argument("--where", help="a filter such as \"params.lr > 0.01 and "
                    "metrics.acc >= 0.9\" (see the README)")
-    p.add_argument("--limit", type=int, default=50, help="at most this many runs "
+    p.add_argument("--limit", type=_limit, default=50, help="at most this many runs "
                    "(default 50; 0 for all)")
     p.add_argument("--format", choices=FORMATS, default="table")
 
@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 for all runs")
+    return value
+
+
 def _db(args: argparse.Namespace) -> str:
     return args.db or default_db()
 
@@ -135,7 +142,7 @@ def cmd_list(args: argparse.Namespace) -> None:
             raise
         print(note)
         return
-    sweep = reader.resolve_sweep(conn, args.sweep) if args.sweep else None
+    sweep = args.sweep
     where_sql, where_args = compile_where(args.where) if args.where else ("", [])
     runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
                             sweep=sweep, limit=args.limit, where_sql=where_sql,
@@ -145,7 +152,10 @@ def cmd_list(args: argparse.Namespace) -> None:
         return
     varying = reader.varying_keys(runs)[:4] if len(runs) > 1 else []
     metric_names = sorted({m for r in runs for m in r["metrics"]})[:6]
-    header = ["id", "experiment", "name", "status", "start", "duration"] + varying + metric_names
+    both = set(varying) & set(metric_names)
+    header = (["id", "experiment", "name", "status", "start", "duration"]
+              + [f"params.{k}" if k in both else k for k in varying]
+              + [f"metrics.{m}" if m in both else m for m in metric_names])
     rows = [
         [r["id"][:8], r["experiment"], r["name"], r["status"], _time(r["started_at"]),
          _duration(r["duration"])]
@@ -154,14 +164,17 @@ def cmd_list(args: argparse.Namespace) -> None:
         for r in runs
     ]
     if args.format == "csv":
-        full = ["id", "experiment", "name", "status", "started_at", "ended_at"] + varying + metric_names
+        full = (["id", "experiment", "name", "status", "started_at", "ended_at"]
+                + [f"params.{k}" for k in varying] + [f"metrics.{m}" for m in metric_names])
         _print_csv(full, [[r["id"], r["experiment"], r["name"], r["status"], r["started_at"],
                            r["ended_at"]] + [r["params"].get(k, "") for k in varying]
                           + [r["metrics"].get(m, "") for m in metric_names] for r in runs])
         return
     note = _spool_note()
     if not runs:
-        print(f"no runs in {_db(args)}")
+        total = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        print(f"no runs match ({total} runs in {_db(args)})" if total else
+              f"no runs in {_db(args)}")
     else:
         _print_table(header, rows)
     if note:
@@ -232,6 +245,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
     runs = [reader.get_run(conn, ident, history=False) for ident in idents]
     stats = [reader.metric_stats(conn, store.find_run_key(conn, r["id"])["key"]) for r in runs]
     best = None
+    known = sorted({m for s in stats for m in s})
+    if args.sort and args.sort not in known:
+        raise CLIError(f"no run has metric {args.sort!r}; these have: {', '.join(known)}")
     if args.sort:
         order = reader.rank(stats, args.sort, descending=args.desc)
         runs, stats = [runs[i] for i in order], [stats[i] for i in order]

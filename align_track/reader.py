@@ -40,7 +40,7 @@ def list_runs(
         args.append(status)
     if sweep is not None:
         clauses.append("r.sweep_id = ?")
-        args.append(sweep)
+        args.append(resolve_sweep(conn, sweep))  # `latest` or a unique prefix too
     if where_sql:
         clauses.append(where_sql)
         args.extend(where_args)
@@ -221,6 +221,9 @@ def resolve_sweep(conn: sqlite3.Connection, ident: str) -> str:
         if row is None:
             raise KeyError("no sweeps in this store")
         return row[0]
+    if conn.execute("SELECT 1 FROM runs WHERE sweep_id = ? UNION SELECT 1 FROM sweeps"
+                    " WHERE id = ?", (ident, ident)).fetchone():
+        return ident
     rows = conn.execute("SELECT DISTINCT sweep_id FROM runs WHERE sweep_id >= ? AND"
                         " sweep_id < ? LIMIT 2", (ident, ident + "\uffff")).fetchall()
     if not rows:

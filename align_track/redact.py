@@ -38,6 +38,33 @@ VALUE_PATTERNS = (
 )
 
 
+#: Environment variables whose values ``${oc.env:NAME}`` may store in the clear; the
+#: value of any other variable a config reads is masked wherever it appears.
+ENV_ALLOWED = (
+    "HOME", "USER", "LOGNAME", "PWD", "HOSTNAME", "TMPDIR", "LANG", "SHELL",
+    "CUDA_VISIBLE_DEVICES", "LOCAL_RANK", "RANK", "WORLD_SIZE", "SLURM_JOB_ID",
+    "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODEID",
+)
+_ENV_REF = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+#: Shorter values are too likely to occur by chance to be masked as text.
+MIN_LITERAL = 6
+
+
+def env_references(node: Any) -> List[str]:
+    """Names of environment variables read through ``${oc.env:...}`` in a tree."""
+    names: List[str] = []
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and "oc.env" in item:
+            names.extend(_ENV_REF.findall(item))
+    return names
+
+
 class Redactor:
     """Masks secret values in configs, params, overrides and command lines."""
 
@@ -50,6 +77,27 @@ class Redactor:
             re.compile("|".join(f"(?:{p})" for p in keys), re.IGNORECASE) if keys else None)
         self._value: Optional[Pattern[str]] = (
             re.compile("|".join(f"(?:{p})" for p in values)) if values else None)
+        self._literals: List[str] = []
+
+    def mask_env(self, names: Iterable[str]) -> None:
+        """Mask the values of these environment variables (those a config reads)
+        wherever they appear, unless the variable is in :data:`ENV_ALLOWED`."""
+        import os
+
+        for name in names:
+            value = os.environ.get(name)
+            if (self.enabled and name not in ENV_ALLOWED and value
+                    and len(value) >= MIN_LITERAL and value not in self._literals):
+                self._literals.append(value)
+        self._literals.sort(key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        """``text`` with credential-shaped substrings and secret values masked."""
+        if not self.enabled:
+            return text
+        for literal in self._literals:
+            text = text.replace(literal, MASK)
+        return self._value.sub(MASK, text) if self._value is not None else text
 
     @classmethod
     def from_setting(cls, extra: Optional[List[str]]) -> "Redactor":
@@ -78,7 +126,7 @@ class Redactor:
         if self.secret_key(key) and not _is_reference(value):
             return MASK
         if isinstance(value, str):
-            if self.secret_value(value):
+            if self.secret_value(value) or any(lit in value for lit in self._literals):
                 return MASK
             if "=" in value:  # an override such as "llm.api_key=..." inside a list
                 return self.override(value)
@@ -108,9 +156,7 @@ class Redactor:
         key, sep, value = text.partition("=")
         if sep and self.secret_key(key.lstrip("+~")) and not _is_reference(value):
             return f"{key}={MASK}"
-        if self._value is not None and self._value.search(text):
-            return self._value.sub(MASK, text)
-        return text
+        return self.text(text)
 
     def overrides(self, items: Iterable[str]) -> List[str]:
         return [self.override(str(i)) for i in items]

@@ -15,6 +15,7 @@ from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Set, Tup
 
 from align_track import _context
 from align_track.backends.base import Backend
+from align_track.env import GROUP_VAR
 from align_track.redact import Redactor
 from align_track.records import (
     FAILED,
@@ -155,9 +156,10 @@ class Run:
 
     def _refuse(self, name: str, what: str, fix: str) -> None:
         self.dropped += 1
-        message = f"metric {name!r}: value of type {what} is not a number; skipped\n  {fix}"
+        message = f"metric {name!r}: value of type {what} is not a number"
         if self.strict:
-            raise TypeError(message)
+            raise TypeError(f"{message} (tracker.strict=true)\n  {fix}")
+        message += f"; skipped\n  {fix}"
         self._warn_once(("refused", name), "%s", message)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -365,6 +367,7 @@ class Tracker:
         record: Optional[RunRecord] = None,
         strict: bool = False,
         redactor: Optional[Redactor] = None,
+        group: Optional[str] = None,
     ) -> Run:
         """Open a run and return its handle. Use it as a context manager to bind it
         for :func:`align_track.log` and close it with the right status."""
@@ -382,8 +385,13 @@ class Tracker:
                 started_at=time.time(), config=plain, params=flatten(plain),
                 config_yaml=dump_yaml(plain),
                 tags=redactor.flat({str(k): str(v) for k, v in (tags or {}).items()}),
-                env=env,
+                env=env, sweep_id=group,
             )
+            if group:
+                from align_track.records import SweepRecord
+
+                self.backend.start_sweep(SweepRecord(id=group, experiment=experiment,
+                                                     started_at=record.started_at))
         resumed = record.identity and self.backend.find_resumable(record.identity)
         if resumed:
             record.id = resumed
@@ -552,4 +560,5 @@ def track_run(
     _lifecycle.install()
     return tracker.start_run(experiment, name=name, config=config,
                              tags={**parsed.tags, **(tags or {})}, strict=parsed.strict,
-                             redactor=Redactor.from_setting(parsed.redact))
+                             redactor=Redactor.from_setting(parsed.redact),
+                             group=parsed.group or os.environ.get(GROUP_VAR) or None)

@@ -160,4 +160,5 @@ class _Parser:
             return bytes(text[1:-1], "utf-8").decode("unicode_escape")
         if kind == "field" and text.lower() in ("true", "false"):
             return 1 if text.lower() == "true" else 0
-        raise WhereError(f"expected a number or a quoted string, got {text!r}")
+        hint = f" (quote text: '{text}')" if kind == "field" else ""
+        raise WhereError(f"expected a number or a quoted string, got {text!r}{hint}")

@@ -24,7 +24,7 @@ import pytest
 
 from conftest import TELEMETRY_OFF, run_app
 
-import mlflow  # noqa: E402 - CI installs every backend: a missing one fails
+import mlflow  # noqa: E402,F401 - CI installs every backend: a missing one fails
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from align_track.backends.mlflow import (  # noqa: E402

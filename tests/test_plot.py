@@ -22,7 +22,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, str]]:
     ids = {}
     for lr in (0.1, 0.01, 0.001):
         with track_run("plots", {"lr": lr, "model": {"depth": 2}}, name="train",
-                       db=str(path), tags={"kind": "demo"}) as run:
+                       db=str(path), tags={"kind": "demo"}, group="lr-scan") as run:
             for step in range(20):
                 run.log({"loss": lr * 100 / (step + 1), "acc": step / 20}, step=step)
         ids[lr] = run.id
@@ -44,6 +44,20 @@ def test_plot_writes_a_png_with_curves(db: Dict[str, str], tmp_path: Path) -> No
     height, width = pixels.shape[:2]
     assert (width, height) == (800, 450)
     assert pixels[..., :3].std() > 0.05  # not blank: lines, axes and text are drawn
+
+
+def test_plot_and_export_take_latest_and_prefixes_for_a_sweep(
+        db: Dict[str, str], tmp_path: Path) -> None:
+    for sweep in ("latest", "lr-s"):
+        out = tmp_path / f"{sweep}.png"
+        experiments("--db", db["path"], "plot", "--sweep", sweep, "--metric", "loss",
+                    "-o", str(out))
+        assert _png_pixels(out)[..., :3].std() > 0.05
+    exported = experiments("--db", db["path"], "export", "--sweep", "latest").stdout
+    unknown = experiments("--db", db["path"], "export", "--sweep", "nope", check=False)
+
+    assert len(exported.strip().splitlines()) == 4  # a header and three runs
+    assert unknown.returncode == 1 and "no sweep with id 'nope'" in unknown.stderr
 
 
 def test_plot_one_file_per_metric_and_time_axis(db: Dict[str, str], tmp_path: Path) -> None:

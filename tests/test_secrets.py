@@ -1,6 +1,7 @@
 """No planted secret reaches any file align-track writes."""
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -8,8 +9,10 @@ from conftest import experiments_json, run_app
 
 APP = Path(__file__).parent / "apps" / "secrets"
 OPENAI = "sk-proj-PLANTEDSECRETOPENAI0123456789abcdef"
+GATEWAY = "gw-PLANTED-ENV-VALUE-31337"  # read through oc.env under a harmless key
 SECRETS = [OPENAI, "PLANTEDSECRETANTHROPIC", "hunter2-PLANTED-PASSWORD",
-           "PLANTEDGITHUBTOKEN", "PLANTED-OVERRIDE-TOKEN"]
+           "PLANTEDGITHUBTOKEN", "PLANTED-OVERRIDE-TOKEN", GATEWAY]
+ENV = {"OPENAI_API_KEY": OPENAI, "TEAM_GATEWAY_CREDENTIAL_VALUE": GATEWAY}
 
 
 def _files_written_by_align_track(folder: Path) -> list:
@@ -22,7 +25,7 @@ def test_no_secret_in_store_or_artifacts(tmp_path: Path) -> None:
     shutil.copytree(APP, app_dir)
 
     run_app(app_dir / "app.py", "+tracker=sqlite", "+hf_token=PLANTED-OVERRIDE-TOKEN",
-            env={"OPENAI_API_KEY": OPENAI})
+            env=ENV)
 
     files = _files_written_by_align_track(app_dir)
     assert any(p.suffix == ".db" for p in files) and len(files) > 4
@@ -40,6 +43,9 @@ def test_no_secret_in_store_or_artifacts(tmp_path: Path) -> None:
     assert "${oc.env:OPENAI_API_KEY}" in run["config_yaml"]
     assert "+hf_token=<redacted>" in run["overrides"]
     assert run["name"] == "app +hf_token=<redacted>"
+    assert run["params"]["llm.endpoint_key_source"] == "<redacted>"
+    assert run["params"]["llm.home"] == os.environ["HOME"]  # an allowed variable
+    assert "app.log" in {a["name"] for a in run["artifacts"]}  # stored, scrubbed
 
 
 def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> None:
@@ -47,9 +53,9 @@ def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> Non
     shutil.copytree(APP, app_dir)
 
     run_app(app_dir / "app.py", "+tracker=sqlite", "tracker.redact=['^model$']",
-            env={"OPENAI_API_KEY": OPENAI})
+            env=ENV)
     run_app(app_dir / "app.py", "+tracker=sqlite", "tracker.redact=[]",
-            env={"OPENAI_API_KEY": OPENAI})
+            env=ENV)
 
     db = str(app_dir / "experiments.db")
     newest, oldest = experiments_json("--db", db, "list")
