@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,12 +22,27 @@ from align_track.tracker import new_run_id
 NOT_PARAMS = ("hydra", "tracker")
 
 
+_selected: Dict[Tuple[int, str], Any] = {}
+
+
 def select(config: DictConfig, key: str, default: Any = None) -> Any:
+    """``key`` of a job's config as plain data, or ``default``. Memoised for the job
+    in hand (a job reads its hydra node some twenty times); see :func:`forget_job`."""
+    memo = (id(config), key)
+    if memo in _selected:
+        value = _selected[memo]
+        return default if value is None else value
     try:
-        value = OmegaConf.select(config, key, default=default, throw_on_missing=False)
+        value = to_plain(OmegaConf.select(config, key, default=None, throw_on_missing=False))
     except Exception:  # an interpolation in the hydra node that does not resolve
-        return default
-    return to_plain(value)
+        value = None
+    _selected[memo] = value
+    return default if value is None else value
+
+
+def forget_job() -> None:
+    """Drop memoised reads: called when a job starts and ends."""
+    _selected.clear()
 
 
 def launch_dir(config: DictConfig) -> str:

@@ -104,6 +104,7 @@ class TrackerCallback(Callback):
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Both modes, in the process and thread that runs the job: open its run."""
+        _job.forget_job()
         settings = self._job_settings(config)
         if not settings.enabled:
             _context.disable("tracker.enabled=false")
@@ -138,6 +139,7 @@ class TrackerCallback(Callback):
         finally:
             _context.forget(run)
             _lifecycle.uninstall()
+            _job.forget_job()
 
     def _job_settings(self, config: DictConfig) -> TrackerSettings:
         job_node = _job.select(config, "tracker")

@@ -53,7 +53,25 @@ class TrackerSettings:
 FIELDS = tuple(f.name for f in dataclasses.fields(TrackerSettings))
 
 
+_parsed: Dict[str, TrackerSettings] = {}
+
+
 def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
+    """Validate settings; the same mapping is checked once per process (each job of
+    a sweep reads its settings again, and OmegaConf's checks take tens of ms)."""
+    import copy
+    import json
+
+    try:
+        key = json.dumps(raw or {}, sort_keys=True)
+    except (TypeError, ValueError):
+        return _parse(raw)
+    if key not in _parsed:
+        _parsed[key] = _parse(raw)
+    return copy.deepcopy(_parsed[key])
+
+
+def _parse(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
     """Validate a plain mapping into :class:`TrackerSettings`.
 
     Raises:
