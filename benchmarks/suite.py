@@ -208,22 +208,27 @@ class Suite:
             for r in range(max(2, s.repeats - 3)):
                 db = self.tmp / f"concurrent-{k}-{r}.db"
                 start_at = time.time() + 3.0 + 0.5 * k
-                procs = [subprocess.Popen(
-                    [sys.executable, "-m", "benchmarks.workers", "writer",
-                     json.dumps({"db": str(db), "n": s.writer_n, "start_at": start_at})],
-                    cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
-                    for _ in range(k)]
-                ends = []
-                for proc in procs:
-                    out, _ = proc.communicate(timeout=600)
-                    line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
-                    if proc.returncode or not line:
-                        raise RuntimeError(f"writer failed ({proc.returncode})")
-                    ends.append(json.loads(line[-1][9:])["end"])
-                rates.append(k * s.writer_n / (max(ends) - start_at))
+                rates.append(self._writers(db, k, start_at))
             curve[str(k)] = best(rates)
         self.results["concurrency"] = {"points_per_writer": s.writer_n, "rate": curve,
                                        "with_reader": self._writers_beside_a_reader()}
+
+    def _writers(self, db: Path, k: int, start_at: float) -> float:
+        """Start k writer processes together at ``start_at``; their points per second."""
+        n = self.sizes.writer_n
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.workers", "writer",
+             json.dumps({"db": str(db), "n": n, "start_at": start_at})],
+            cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
+            for _ in range(k)]
+        ends = []
+        for proc in procs:
+            out, _ = proc.communicate(timeout=600)
+            line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
+            if proc.returncode or not line:
+                raise RuntimeError(f"writer failed ({proc.returncode})")
+            ends.append(json.loads(line[-1][9:])["end"])
+        return k * n / (max(ends) - start_at)
 
     def _writers_beside_a_reader(self) -> Dict[str, Any]:
         """The most writers again, with a list/show/query loop running the whole time."""
@@ -238,25 +243,14 @@ class Suite:
                 [sys.executable, "-m", "benchmarks.workers", "reader_loop",
                  json.dumps({"db": str(db), "done": str(done), "stop_at": start_at + 600})],
                 cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
-            procs = [subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.workers", "writer",
-                 json.dumps({"db": str(db), "n": s.writer_n, "start_at": start_at})],
-                cwd=str(self.tmp), env=self.env, stdout=subprocess.PIPE, text=True)
-                for _ in range(k)]
-            ends = []
-            for proc in procs:
-                out, _ = proc.communicate(timeout=600)
-                line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
-                if proc.returncode or not line:
-                    raise RuntimeError(f"writer failed ({proc.returncode})")
-                ends.append(json.loads(line[-1][9:])["end"])
+            rate = self._writers(db, k, start_at)
             done.touch()
             out, _ = reader.communicate(timeout=120)
             line = [x for x in out.splitlines() if x.startswith("@@BENCH@@")]
             got = json.loads(line[-1][9:]) if line else {"calls": 0, "failures": -1}
             calls += got["calls"]
             failures += got["failures"]
-            rates.append(k * s.writer_n / (max(ends) - start_at))
+            rates.append(rate)
         return {"writers": k, "rate": best(rates), "reader_calls": calls,
                 "reader_failures": failures}
 

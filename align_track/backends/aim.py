@@ -13,7 +13,6 @@ Where each piece of a run lands is described in ``docs/backends/aim.md``. Two Ai
 from __future__ import annotations
 
 import enum
-import hashlib
 import inspect
 import json
 import logging
@@ -23,7 +22,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from align_track.backends.base import Backend
+from align_track.backends.base import Backend, file_digest
 from align_track.env import anchor
 from align_track.flatten import split_key
 from align_track.records import FINISHED, Point, RunEnd, RunRecord
@@ -354,14 +353,9 @@ class AimBackend(Backend):
                                       "set tracker.output_uri")
         if run.artifacts_uri is None:
             run.set_artifacts_uri(self.artifacts_uri)
-        digest = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
+        sha, size = file_digest(path)
         run.log_artifact(path, name=name, block=True)
-        info = {"name": name, "size": size, "sha256": digest.hexdigest(),
+        info = {"name": name, "size": size, "sha256": sha,
                 "uri": f"{run.artifacts_uri.rstrip('/')}/{name}"}
         stored = self._artifacts[run_id]
         stored[name] = {"size": size, "sha256": info["sha256"]}

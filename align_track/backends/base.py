@@ -7,6 +7,19 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from align_track.records import FINISHED, Point, RunEnd, RunRecord, SweepRecord
 
 
+def file_digest(path: str) -> Tuple[str, int]:
+    """(sha256 hex, size) of a file, read in 1 MiB chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
 class Backend(abc.ABC):
     """Where runs are stored.
 

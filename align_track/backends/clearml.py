@@ -17,7 +17,6 @@ Where a run lands:
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from align_track.backends.base import Backend
+from align_track.backends.base import Backend, file_digest
 from align_track.records import (
     FAILED,
     FINISHED,
@@ -122,16 +121,6 @@ def _param_value(value: Any) -> Any:
         except (TypeError, ValueError):
             pass
     return str(value)
-
-
-def _file_digest(path: str) -> Tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 class _ProcessState:
@@ -400,7 +389,7 @@ class ClearMLBackend(Backend):
 
     def log_artifact(self, run_id: str, path: str, name: str) -> Dict[str, Any]:
         task = self._run(run_id).task
-        sha, size = _file_digest(path)
+        sha, size = file_digest(path)
         ok = task.upload_artifact(name=name, artifact_object=Path(path),
                                   wait_on_upload=True)
         if not ok:

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from align_track.backends.base import Backend
+from align_track.backends.base import Backend, file_digest
 from align_track.capture import dump_yaml
 from align_track.env import anchor
 from align_track.records import (
@@ -566,12 +566,7 @@ class MLflowBackend(Backend):
         mlflow_id = self._mlflow_id(run_id)
         name = _artifact_name(name)
         folder, base = posixpath.split(name)
-        digest = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-                size += len(chunk)
+        sha, size = file_digest(path)
         if os.path.basename(path) == base:
             self.client.log_artifact(mlflow_id, path, folder or None)
         else:  # MLflow keeps the local file name: copy it under the wanted one
@@ -579,7 +574,7 @@ class MLflowBackend(Backend):
                 staged = os.path.join(tmp, base)
                 shutil.copyfile(path, staged)
                 self.client.log_artifact(mlflow_id, staged, folder or None)
-        return {"name": name, "size": size, "sha256": digest.hexdigest(),
+        return {"name": name, "size": size, "sha256": sha,
                 "uri": f"{self._artifact_uri(mlflow_id)}/{name}"}
 
     def _artifact_uri(self, mlflow_id: str) -> str:
