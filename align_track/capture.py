@@ -8,7 +8,7 @@ Nothing is resolved again later, so resolvers with side effects run once here.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -128,10 +128,3 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return resolve_leafwise(value, skip=())[0]
     return value
-
-
-def resolved_dict(cfg: DictConfig) -> Dict[str, Any]:
-    out, unresolved = resolve_leafwise(cfg)
-    if unresolved:
-        logger.debug("kept %d unresolved interpolations as text", len(unresolved))
-    return out

@@ -31,7 +31,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional
 
 from align_track.errors import StoreError
 
@@ -380,7 +380,3 @@ def find_run_key(conn: sqlite3.Connection, ident: str) -> sqlite3.Row:
     if len(rows) > 1:
         raise KeyError(f"run id prefix {ident!r} is ambiguous; give more characters")
     return rows[0]
-
-
-def rows_as_dicts(rows: Sequence[sqlite3.Row]) -> List[Dict[str, Any]]:
-    return [dict(r) for r in rows]

@@ -68,7 +68,6 @@ class Run:
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
         self._closed = False
-        self._backend_broken = False
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -221,8 +220,6 @@ class Run:
         return stored
 
     def _call(self, method: str, *args: Any) -> Any:
-        if self._backend_broken:
-            return None
         with self._io_lock:
             try:
                 return getattr(self.backend, method)(self.id, *args)
