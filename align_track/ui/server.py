@@ -206,8 +206,9 @@ class Handler(BaseHTTPRequestHandler):
                 conn, offset=_int(q, "offset", 0), limit=_int(q, "limit", 50),
                 sort=q.get("sort") or "started_at", descending=q.get("desc", "1") != "0",
                 grouped=q.get("group", "0") == "1", experiment=q.get("experiment"),
-                status=q.get("status"), sweep=q.get("sweep"), text=q.get("q"),
-                where=q.get("where"))
+                status=q.get("status"),
+                sweep=reader.resolve_sweep(conn, q["sweep"]) if q.get("sweep") else None,
+                text=q.get("q"), where=q.get("where"))
         finally:
             conn.close()
 
