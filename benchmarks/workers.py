@@ -35,6 +35,19 @@ def _repeat(block: Callable[[int, int], None], n: int, repeats: int) -> Dict[str
 
 # -- caller-side cost per point ----------------------------------------------------------
 
+def _time_each(jobs: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, Any]:
+    """Run each job ``repeats`` times; the stats of its wall times, by name."""
+    out = {}
+    for name, job in jobs.items():
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            job()
+            samples.append(time.perf_counter() - t0)
+        out[name] = stats(samples)
+    return out
+
+
 @case
 def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     """The floor: append a (name, step, value, time) tuple to a list."""
@@ -364,14 +377,7 @@ def cli_inproc(p: Dict[str, Any]) -> Dict[str, Any]:
                              reader.metric_stats(conn, store.find_run_key(conn, i)["key"]))
                             for i in ids],
     }
-    out = {}
-    for name, job in jobs.items():
-        samples = []
-        for _ in range(p["repeats"]):
-            t0 = time.perf_counter()
-            job()
-            samples.append(time.perf_counter() - t0)
-        out[name] = stats(samples)
+    out: Dict[str, Any] = _time_each(jobs, p["repeats"])
     out["ids"] = ids
     return out
 
@@ -411,15 +417,7 @@ def mlflow_scale(p: Dict[str, Any]) -> Dict[str, Any]:
             [exp], filter_string=f"params.{FILTER_EQ[0]} = '{FILTER_EQ[1]}'"),
         "search_page": lambda: mlflow.search_runs([exp], max_results=50),
     }
-    out: Dict[str, Any] = {"per_run_s": per_run, "runs": p["runs"]}
-    for name, job in jobs.items():
-        samples = []
-        for _ in range(p["repeats"]):
-            t0 = time.perf_counter()
-            job()
-            samples.append(time.perf_counter() - t0)
-        out[name] = stats(samples)
-    return out
+    return {"per_run_s": per_run, "runs": p["runs"], **_time_each(jobs, p["repeats"])}
 
 
 # -- align-track's other backends -----------------------------------------------------------
