@@ -8,6 +8,7 @@ Log from anywhere inside a tracked job::
 from __future__ import annotations
 
 from _collections_abc import Mapping  # loaded at interpreter start; typing is not
+from time import time as _now
 
 from align_track import _context
 
@@ -55,6 +56,21 @@ def log(
 
     With no open run this warns once and does nothing.
     """
+    run = _context._only
+    if run is not None and step.__class__ is int and context is None \
+            and metrics.__class__ is dict:
+        # The common call, kept short: it runs for every point a job logs.
+        now = _now()
+        append = run._append
+        for name, value in metrics.items():
+            if (value.__class__ is float or value.__class__ is int) \
+                    and name.__class__ is str:
+                append((name, step, value, now, ""))
+            else:
+                run._log_slow(name, value, step, now, "")
+        if len(run._points) > _context.BATCH:
+            run._backlog()
+        return
     run = getattr(_context._local, "run", None)
     if run is None or run._closed:
         run = _context.current()

@@ -12,6 +12,9 @@ if TYPE_CHECKING:
 
     from align_track.tracker import Run
 
+#: Points a run buffers before log() wakes the writer (the writer's batch size).
+BATCH = 20_000
+
 _local = _thread._local()
 # Runs open in this process, in order of opening. A thread with no run of its own
 # (one the job started) logs to the only open run.
@@ -21,6 +24,14 @@ _warned: set = set()
 _forked_from: Optional[int] = None
 _ended = False  # a run of this process has ended: a late log() comes from its threads
 _disabled: Optional[str] = None  # why this job runs untracked (its backend did not open)
+# The one open run, while exactly one is open: then every thread logs to it, and
+# log() reaches it without a thread-local lookup.
+_only: Optional["Run"] = None
+
+
+def _refresh_only() -> None:
+    global _only
+    _only = next(iter(_open.values())) if len(_open) == 1 else None
 
 
 def bind(run: "Run") -> Any:
@@ -29,6 +40,7 @@ def bind(run: "Run") -> Any:
     _local.run = run
     with _lock:
         _open[run.id] = run
+        _refresh_only()
     return previous
 
 
@@ -40,6 +52,7 @@ def forget(run: "Run") -> None:
     global _ended
     with _lock:
         _open.pop(run.id, None)
+        _refresh_only()
     _ended = True
     if getattr(_local, "run", None) is run:
         _local.run = None
@@ -99,10 +112,11 @@ def warn_once(key: str, msg: str, *args: Any) -> None:
 
 
 def after_fork() -> None:
-    global _lock, _forked_from, _local
+    global _lock, _forked_from, _local, _only
     _lock = _thread.allocate_lock()
     if _open:
         _forked_from = os.getppid()
     _open.clear()
+    _only = None
     _local = _thread._local()
     _warned.discard("forked")

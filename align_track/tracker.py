@@ -31,12 +31,12 @@ from align_track.values import REFUSED, context_key, to_float, to_step
 logger = logging.getLogger(__name__)
 
 _SERIES_KEY = operator.itemgetter(0, 4)  # (name, context) of a point
-_STEP = operator.itemgetter(1)
+_NAME, _STEP, _CTX = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(4)
 
 #: Points a run may hold in memory before the logging thread writes them itself.
 MAX_PENDING = 100_000
 #: Points handed to a backend per call.
-BATCH = 20_000
+BATCH = _context.BATCH
 HEARTBEAT_EVERY = 10.0
 
 
@@ -131,13 +131,16 @@ class Run:
                 append((name, step, value, now, ctx))
             else:
                 self._log_slow(name, value, step, now, ctx)
-        pending = len(self._points)
-        if pending > BATCH:
-            wake = self._tracker._wake
-            if not wake.is_set():
-                wake.set()  # a full batch waits: the writer need not sleep out its second
-            if pending > MAX_PENDING:
-                self.flush()  # back-pressure: the producer pays, memory stays bounded
+        if len(self._points) > BATCH:
+            self._backlog()
+
+    def _backlog(self) -> None:
+        """A full batch waits: wake the writer; past MAX_PENDING, write it here."""
+        wake = self._tracker._wake
+        if not wake.is_set():
+            wake.set()  # the writer need not sleep out its second
+        if len(self._points) > MAX_PENDING:
+            self.flush(wait=False)  # back-pressure: the producer pays, memory stays bounded
 
     def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
         if not isinstance(name, str):
@@ -232,32 +235,51 @@ class Run:
 
     # -- writing -------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write every buffered point now."""
+    def flush(self, wait: bool = True) -> None:
+        """Write every buffered point now.
+
+        Args:
+            wait: return only once the backend has stored them (a backend may hand
+                them to a writer process); the writer thread does not wait.
+        """
         with self._io_lock:
-            while self._points or self._retry:
-                batch = self._retry
-                self._retry = []
-                popleft = self._points.popleft
-                fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
-                batch.extend(self._number_steps(fresh))
+            self._hand_over()
+            if wait and not self._retry:
                 try:
-                    self.backend.log_metrics(self.id, batch)
+                    self.backend.sync()
                 except Exception as exc:
-                    self._retry = batch
-                    self._warn_once("write", "%s backend could not store %d points of "
-                                    "run %s: %s (kept in memory, retried)",
-                                    self.backend.name, len(batch), self.id, exc)
-                    return
+                    self._warn_once("write", "%s backend could not store the points of "
+                                    "run %s: %s", self.backend.name, self.id, exc)
+
+    def _hand_over(self) -> None:
+        """Pass the buffered points to the backend, a batch at a time."""
+        while self._points or self._retry:
+            batch = self._retry
+            self._retry = []
+            popleft = self._points.popleft
+            fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
+            batch.extend(self._number_steps(fresh))
+            try:
+                self.backend.log_metrics(self.id, batch)
+            except Exception as exc:
+                self._retry = batch
+                self._warn_once("write", "%s backend could not store %d points of "
+                                "run %s: %s (kept in memory, retried)",
+                                self.backend.name, len(batch), self.id, exc)
+                return
 
     def _number_steps(self, batch: List[Point]) -> List[Point]:
         """Give each point without a step the next step of its metric."""
         nxt = self._next_step
         if not self._auto_steps:
-            # every step is explicit: only remember where each metric is
-            # dict() keeps the last point of each metric; built at C speed
-            last = dict(zip(map(_SERIES_KEY, batch), map(_STEP, batch)))
-            nxt.update({key: step + 1 for key, step in last.items()})
+            # every step is explicit: only remember where each metric is. dict()
+            # keeps the last point of each metric, built at C speed.
+            if any(map(_CTX, batch)):
+                last = dict(zip(map(_SERIES_KEY, batch), map(_STEP, batch)))
+                nxt.update({key: step + 1 for key, step in last.items()})
+            else:
+                last = dict(zip(map(_NAME, batch), map(_STEP, batch)))
+                nxt.update({(name, ""): step + 1 for name, step in last.items()})
             return batch
         out = []
         for name, step, value, ts, ctx in batch:
@@ -278,6 +300,8 @@ class Run:
         with self._io_lock:
             if self._closed:
                 return
+            # log() stops reaching this run before its last flush, not after
+            _context.forget(self)
             self._closed = True
             self.flush()
             if self._retry:
@@ -291,7 +315,6 @@ class Run:
                 logger.error("could not record the end of run %s (%s)", self.id, status,
                              exc_info=True)
         self._tracker._forget(self)
-        _context.forget(self)
         logger.info("run %s %s", self.id, status)
 
     def fail(self, exc: BaseException) -> None:
@@ -425,7 +448,7 @@ class Tracker:
             runs = self.open_runs()
             for run in runs:
                 try:
-                    run.flush()
+                    run.flush(wait=False)
                 except Exception:
                     logger.debug("flush of run %s failed", run.id, exc_info=True)
             now = time.time()

@@ -69,6 +69,13 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
         "writers_slowdown_beside_reader": _div(
             _get(conc, "rate", str(conc.get("with_reader", {}).get("writers")), stat),
             _get(conc, "with_reader", "rate", stat)),
+        # what any Python function called as log() costs, and log() back to back
+        # (faster than the store writes: back-pressure makes the loop wait)
+        "empty_call_vs_list_append": _div(_get(r, "list_append", "empty_call", stat),
+                                          _get(r, "list_append", "per_point", stat)),
+        "log_sustained_vs_list_append": _div(
+            _get(r, "align_track_log", "sustained", stat),
+            _get(r, "list_append", "per_point", stat)),
         "list_at_max_runs_vs_mlflow_search": _div(_get(scale, "search_eq_page", stat),
                                                   _get(largest, "list_where_eq", stat)),
     }
@@ -219,10 +226,15 @@ def markdown(doc: Dict[str, Any]) -> str:
         text += f"| `{k}` | {val:,.3g} |\n"
     text += "\n### Figures\n\n| figure | min | median | N |\n|---|---|---|---|\n"
     ml = r.get("mlflow", {})
+    bursts = f"{s['bursts']} × {s['burst']:,}"
     text += _row("list.append per point (floor)", r.get("list_append", {}).get("per_point"),
-                 n=s["list_n"])
-    text += _row("align_track.log per point (caller)",
-                 r.get("align_track_log", {}).get("per_point"), n=s["log_n"])
+                 n=bursts)
+    text += _row("a Python function that does nothing, called as log()",
+                 r.get("list_append", {}).get("empty_call"), n=bursts)
+    text += _row("align_track.log per point (caller, bursts)",
+                 r.get("align_track_log", {}).get("per_point"), n=bursts)
+    text += _row("align_track.log per point, back to back (bounded by ingest)",
+                 r.get("align_track_log", {}).get("sustained"), n=s["log_n"])
     text += _row("mlflow.log_metric per point, sqlite",
                  ml.get("sqlite", {}).get("log_metric"), n=s["mlflow_metric_sqlite"])
     text += _row("mlflow.log_metric per point, server",

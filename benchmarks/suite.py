@@ -25,8 +25,9 @@ class Sizes:
     """Every N of a suite run; recorded in the JSON."""
 
     repeats: int = 5
-    list_n: int = 1_000_000
-    log_n: int = 200_000
+    burst: int = 20_000  # calls timed at a time: one writer batch
+    bursts: int = 25
+    log_n: int = 1_000_000  # calls back to back, for the sustained rate
     aim_n: int = 2_000
     clearml_n: int = 500
     mlflow_metric_sqlite: int = 100
@@ -54,7 +55,7 @@ class Sizes:
 
 
 QUICK = Sizes(
-    repeats=3, list_n=100_000, log_n=20_000, aim_n=200, clearml_n=50,
+    repeats=3, burst=5_000, bursts=5, log_n=50_000, aim_n=200, clearml_n=50,
     mlflow_metric_sqlite=20, mlflow_metric_server=10, mlflow_batch=1_000,
     ingest_n=50_000, ingest_repeats=2, memory_n=200_000, memory_repeats=2,
     writers=(1, 2, 4), writer_n=5_000, store_sizes=(100, 300, 1_000), run_params=20,
@@ -127,10 +128,10 @@ class Suite:
 
     def log_cost(self) -> None:
         s = self.sizes
-        self.results["list_append"] = self.worker("list_append", n=s.list_n,
-                                                  repeats=s.repeats)
-        self.results["align_track_log"] = self.worker("align_track_log", n=s.log_n,
-                                                      repeats=s.repeats)
+        self.results["list_append"] = self.worker("list_append", burst=s.burst,
+                                                  bursts=s.bursts)
+        self.results["align_track_log"] = self.worker("align_track_log", burst=s.burst,
+                                                      bursts=s.bursts, n=s.log_n)
 
     def peers(self) -> None:
         s = self.sizes

@@ -48,9 +48,23 @@ def _time_each(jobs: Dict[str, Callable[[], Any]], repeats: int) -> Dict[str, An
     return out
 
 
+def _bursts(block: Callable[[int, int], None], n: int, bursts: int,
+            between: Callable[[], None]) -> Dict[str, Any]:
+    """Seconds per point of ``bursts`` timed calls of ``block(offset, n)``, with
+    ``between()`` run untimed after each (the writer catching up)."""
+    samples = []
+    for r in range(bursts):
+        t0 = time.perf_counter()
+        block(r * n, n)
+        samples.append((time.perf_counter() - t0) / n)
+        between()
+    return stats(samples)
+
+
 @case
 def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
-    """The floor: append a (name, step, value, time) tuple to a list."""
+    """The floor: append a (name, step, value, time) tuple to a list; and a Python
+    function that does nothing, called as log() is."""
     points: List[Any] = []
     append = points.append
     now = time.time()
@@ -59,23 +73,38 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
         for i in range(start, start + n):
             append(("loss", i, VALUE, now))
 
-    return {"per_point": _repeat(block, p["n"], p["repeats"])}
+    def nothing(metrics: Any, step: Any = None, *, context: Any = None) -> None:
+        pass
+
+    def call(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            nothing({"loss": VALUE}, step=i)
+
+    return {"per_point": _bursts(block, p["burst"], p["bursts"], points.clear),
+            "empty_call": _bursts(call, p["burst"], p["bursts"], points.clear)}
 
 
 @case
 def align_track_log(p: Dict[str, Any]) -> Dict[str, Any]:
-    """``align_track.log({"loss": x}, step=i)`` inside ``track_run`` (SQLite store)."""
+    """``align_track.log({"loss": x}, step=i)`` inside ``track_run`` (SQLite store).
+
+    ``per_point``: bursts of ``burst`` calls (one writer batch), each followed, untimed,
+    by ``run.flush()``: the cost a loop pays while the store keeps up.
+    ``sustained``: ``n`` calls back to back, faster than any store writes them:
+    back-pressure makes the loop wait for the writer.
+    """
     import align_track
 
     db = Path(p["dir"]) / "log_cost.db"
     log = align_track.log
-    with align_track.track_run("bench", config={"lr": 0.1}, db=str(db)):
+    with align_track.track_run("bench", config={"lr": 0.1}, db=str(db)) as run:
         def block(start: int, n: int) -> None:
             for i in range(start, start + n):
                 log({"loss": VALUE}, step=i)
 
-        result = _repeat(block, p["n"], p["repeats"])
-    return {"per_point": result}
+        bursts = _bursts(block, p["burst"], p["bursts"], run.flush)
+        sustained = _repeat(lambda start, n: block(start + 10 ** 9, n), p["n"], 1)
+    return {"per_point": bursts, "sustained": sustained}
 
 
 @case

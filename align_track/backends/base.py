@@ -84,6 +84,10 @@ class Backend(abc.ABC):
         """Reopen the run ``record.id`` found by :meth:`find_resumable`."""
         raise NotImplementedError(f"backend {self.name!r} cannot resume runs")
 
+    def sync(self) -> None:
+        """Return once every point handed to :meth:`log_metrics` is stored. Optional:
+        for backends whose ``log_metrics`` hands points on before they are stored."""
+
     def heartbeat(self, run_ids: List[str], now: float) -> None:
         """Say that these runs' process is alive. Optional."""
 

@@ -19,6 +19,10 @@ from align_track.records import RUNNING, Point, RunEnd, RunRecord, SweepRecord
 logger = logging.getLogger(__name__)
 
 _SERIES_KEY = operator.itemgetter(0, 4)  # (name, context) of a point
+_NAME, _STEP, _VALUE, _WALL, _CTX = map(operator.itemgetter, range(5))
+#: A batch this large means a run logs faster than a thread of its process should
+#: store: the points go to a writer process (see align_track._bulk).
+BULK_AT = 20_000
 
 
 class SQLiteBackend(Backend):
@@ -26,17 +30,21 @@ class SQLiteBackend(Backend):
 
     Args:
         db: path of the store; created with its folder if missing.
+        bulk: hand full batches to a writer process (off this process's GIL).
     """
 
     name = "sqlite"
 
-    def __init__(self, db: str):
+    def __init__(self, db: str, bulk: bool = True):
         self.db = os.path.abspath(db)
         self.location = f"sqlite:///{self.db}"
         self._conn: Any = None
         self._lock = threading.RLock()
         self._run_keys: Dict[str, int] = {}
         self._series: Dict[Tuple[int, str, str], int] = {}
+        self._bulk_allowed = bulk and os.environ.get("ALIGN_TRACK_BULK", "1") != "0"
+        self._bulk: Any = None
+        self._unsent: List[Tuple[str, List[Point]]] = []  # taken back from the writer
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -131,25 +139,74 @@ class SQLiteBackend(Backend):
         return key
 
     def log_metrics(self, run_id: str, points: List[Point]) -> None:
-        if points:
-            self._write(self._insert_points, run_id, points)
+        if not points:
+            return
+        with self._lock:
+            self._write_unsent()
+            if self._bulk is None and self._bulk_allowed and len(points) >= BULK_AT:
+                self._start_bulk()
+            if self._bulk is not None:
+                if self._bulk.send(run_id, points):
+                    return
+                self._take_back()
+        self._write(self._insert_points, run_id, points)
+
+    def sync(self) -> None:
+        """Return once every point handed to :meth:`log_metrics` is stored."""
+        with self._lock:
+            if self._bulk is not None and not self._bulk.wait():
+                self._take_back()
+            self._write_unsent()
+
+    def _start_bulk(self) -> None:
+        from align_track._bulk import BulkWriter
+
+        try:
+            self._bulk = BulkWriter(self.db)
+        except OSError as exc:
+            self._bulk_allowed = False
+            logger.warning("could not start a writer process (%s); points of %s are "
+                           "written by a thread of this process", exc, self.db)
+
+    def _take_back(self) -> None:
+        """The writer process failed: store what it had not stored, here."""
+        self._unsent.extend(self._bulk.take_back())
+        self._bulk = None
+        self._bulk_allowed = False
+        self._write_unsent()
+
+    def _write_unsent(self) -> None:
+        while self._unsent:
+            run_id, points = self._unsent[0]
+            self._write(self._insert_points, run_id, points)  # raises: kept for later
+            self._unsent.pop(0)
 
     def _insert_points(self, conn: sqlite3.Connection, run_id: str, points: List[Point]) -> None:
-        # One pass in C where possible: this runs for every point ever logged.
+        # Every point ever logged passes here: the per-point work is all in C
+        # (map, zip, Counter), with no tuple built per point in Python.
         run_key = self._key(conn, run_id)
-        counts = collections.Counter(map(_SERIES_KEY, points))
-        ids = {key: self._series.get((run_key, *key)) or self._series_id(conn, run_key, *key)
-               for key in counts}
+        if any(map(_CTX, points)):
+            keys = list(map(_SERIES_KEY, points))
+            series = {key: self._series_of(conn, run_key, *key) for key in set(keys)}
+        else:  # no contexts: a metric's name is its series
+            keys = list(map(_NAME, points))
+            series = {key: self._series_of(conn, run_key, key, "") for key in set(keys)}
         # SQLite binds NaN as NULL, which the readers turn back into NaN.
         conn.executemany(
             "INSERT INTO points (series_id, step, value, wall) VALUES (?,?,?,?)",
-            [(ids[(n, c)], s, v, w) for n, s, v, w, c in points],
+            zip(map(series.__getitem__, keys), map(_STEP, points), map(_VALUE, points),
+                map(_WALL, points)),
         )
-        last = dict(zip(map(_SERIES_KEY, points), points))  # the last point per series
+        counts = collections.Counter(keys) if len(series) > 1 else {keys[0]: len(keys)}
+        last = dict(zip(keys, points))  # the last point of each series
         conn.executemany(
             "UPDATE series SET last_step = ?, last_value = ?, count = count + ? WHERE id = ?",
-            [(p[1], p[2], counts[k], ids[k]) for k, p in last.items()],
+            [(p[1], p[2], counts[k], series[k]) for k, p in last.items()],
         )
+
+    def _series_of(self, conn: sqlite3.Connection, run_key: int, name: str, ctx: str) -> int:
+        return self._series.get((run_key, name, ctx)) or self._series_id(conn, run_key,
+                                                                         name, ctx)
 
     def _series_id(self, conn: sqlite3.Connection, run_key: int, name: str, ctx: str) -> int:
         conn.execute("INSERT OR IGNORE INTO series (run_key, name, context) VALUES (?,?,?)",
@@ -220,6 +277,8 @@ class SQLiteBackend(Backend):
         return sha, size
 
     def end_run(self, run_id: str, end: RunEnd) -> None:
+        self.sync()  # a finished run has all its points
+
         def update(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, error = ?, return_value = ?,"
@@ -252,6 +311,14 @@ class SQLiteBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
+            if self._bulk is not None:
+                if self._bulk.pid != os.getpid():  # a forked child: the parent's writer
+                    self._bulk = None
+                else:
+                    self.sync()
+                    if self._bulk is not None:
+                        self._bulk.close()
+                        self._bulk = None
             if self._conn is not None:
                 try:
                     self._conn.close()
