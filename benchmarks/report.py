@@ -82,6 +82,22 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
     return {k: (v if math.isfinite(v) else math.nan) for k, v in out.items()}
 
 
+def _sdk_paths(r: Dict[str, Any], backend: str) -> Tuple[Optional[float], Optional[float]]:
+    """(seconds per point calling the SDK per point, per point on its best path until
+    stored, its close included) measured for the peer rows."""
+    def with_close(fig: Dict[str, Any]) -> Optional[float]:
+        per = _get(fig, "per_point", "median")
+        if per is None or not fig.get("points"):
+            return per
+        return per + fig.get("close_s", 0.0) / fig["points"]
+
+    ml = r.get("mlflow", {}).get("sqlite", {})
+    if backend == "mlflow":
+        return _get(ml, "log_metric", "median"), _get(ml, "log_batch", "median")
+    peer = r.get({"aim": "aim_track", "clearml": "clearml_report"}.get(backend, ""), {})
+    return _get(peer, "per_point", "median"), with_close(peer)
+
+
 def targets(r: Dict[str, Any], q: Dict[str, float]) -> List[Tuple[str, str, str, bool]]:
     """(what, measured, target, met) for each target of the issue that was measured."""
     rows = []
@@ -126,6 +142,17 @@ def targets(r: Dict[str, Any], q: Dict[str, float]) -> List[Tuple[str, str, str,
                 v is not None and v < 0.2)
     add("filtered list vs mlflow.search_runs", q["list_vs_mlflow_search"], "{:.0f}x",
         ">= 50x", q["list_vs_mlflow_search"] >= 50)
+    for name, row in r.get("backends", {}).items():
+        if "skipped" in row:
+            continue
+        direct, best_path = _sdk_paths(r, name)
+        loop = _get(row, "loop_per_point", "median")
+        add(f"tracker={name}: user loop vs the SDK per point", _div(direct, loop),
+            "{:.0f}x faster", ">= 30x", _div(direct, loop) >= 30)
+        end = _get(row, "points_per_point", "median") or _get(row, "end_to_end_per_point",
+                                                               "median")
+        add(f"tracker={name}: per point until stored vs the SDK's best path",
+            _div(end, best_path), "{:.2f}x its time", "<= 1x", _div(end, best_path) <= 1)
     reading = r.get("concurrency", {}).get("with_reader")
     if reading:
         add(f"{reading['writers']} writers' slowdown beside a list/show/query loop "
@@ -303,6 +330,12 @@ def markdown(doc: Dict[str, Any]) -> str:
                      n=s["backend_n"])
         text += _row(f"tracker={name}: until run end, per point",
                      row.get("end_to_end_per_point"), n=s["backend_n"])
+        text += _row(f"tracker={name}: until run end less an empty run's end, per point",
+                     row.get("points_per_point"), n=s["backend_n"])
+        if "empty_run_s" in row:
+            ms = row["empty_run_s"] * 1e3
+            text += (f"| tracker={name}: open and close an empty run (per-job overhead) | "
+                     f"{ms:,.0f} ms | {ms:,.0f} ms | 1 |\n")
     if doc["notes"]:
         text += "\nNotes:\n\n" + "".join(f"- {n}\n" for n in doc["notes"])
     return text
