@@ -68,8 +68,8 @@ def log(
                 append((name, step, value, now, ""))
             else:
                 run._log_slow(name, value, step, now, "")
-        if len(run._points) > _context.BATCH:
-            run._backlog()
+        if now > run._check_at:
+            run._backlog(now)
         return
     run = getattr(_context._local, "run", None)
     if run is None or run._closed:

@@ -38,6 +38,9 @@ MAX_PENDING = 100_000
 #: Points handed to a backend per call.
 BATCH = _context.BATCH
 HEARTBEAT_EVERY = 10.0
+#: How often log() looks at the buffer's size: a loop adds at most about a
+#: million points a second, so the buffer stays within MAX_PENDING + a few thousand.
+CHECK_EVERY = 0.005
 
 
 def new_run_id() -> str:
@@ -68,6 +71,7 @@ class Run:
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
         self._closed = False
+        self._check_at = 0.0  # when log() next looks at the buffer's size
         self._pid = os.getpid()
 
     def __repr__(self) -> str:
@@ -131,11 +135,15 @@ class Run:
                 append((name, step, value, now, ctx))
             else:
                 self._log_slow(name, value, step, now, ctx)
-        if len(self._points) > BATCH:
-            self._backlog()
+        if now > self._check_at:
+            self._backlog(now)
 
-    def _backlog(self) -> None:
-        """A full batch waits: wake the writer; past MAX_PENDING, write it here."""
+    def _backlog(self, now: float) -> None:
+        """Called by log() every CHECK_EVERY seconds at most: a full batch waits, so
+        wake the writer; past MAX_PENDING, write here (back-pressure)."""
+        self._check_at = now + CHECK_EVERY
+        if len(self._points) <= BATCH:
+            return
         wake = self._tracker._wake
         if not wake.is_set():
             wake.set()  # the writer need not sleep out its second
@@ -447,6 +455,7 @@ class Tracker:
             self._wake.clear()
             runs = self.open_runs()
             for run in runs:
+                run._check_at = 0.0  # in case the wall clock went back
                 try:
                     run.flush(wait=False)
                 except Exception:
