@@ -5,9 +5,7 @@ The store is ``--db PATH``, else ``$ALIGN_TRACK_DB``, else ``./experiments.db``.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
-import importlib
 import io
 import json
 import math
@@ -15,20 +13,40 @@ import os
 import sqlite3
 import sys
 import time
-from typing import Any, List, Optional, Sequence
 
 from align_track import reader, store
 from align_track.env import DB_VAR, SPOOL_FILE, default_db
 from align_track.errors import StoreError
-from align_track.records import STATUSES
-from align_track.where import WhereError, compile_where
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Sequence
 
 FORMATS = ("table", "json", "csv")
 # Modules that add more commands: each has add_commands(command), where
 # command(name, func, help) returns the new subparser. They must import their heavy
-# dependencies inside the command function, not at module level.
+# dependencies inside the command function, not at module level. They are imported
+# only when the command line may name one of their commands (or asks for help).
 _COMMAND_MODULES: List[str] = ["align_track.plot", "align_track.ui"]
 CELL = 40
+
+
+class _Statuses:
+    """The run statuses of :mod:`align_track.records`, as ``list --status``'s
+    choices: read only when argparse checks a value or shows them (records.py
+    loads dataclasses, which the commands themselves never need)."""
+
+    @staticmethod
+    def _all() -> Sequence[str]:
+        from align_track.records import STATUSES
+
+        return STATUSES
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
+
+    def __iter__(self) -> Any:
+        return iter(self._all())
 
 
 class CLIError(Exception):
@@ -36,26 +54,53 @@ class CLIError(Exception):
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    word = _command_word(argv)
+    parser = _parser(word if word in _DECLARE else None)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
     try:
         args.func(args)
-    except (CLIError, StoreError, WhereError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"experiments: error: {message}", file=sys.stderr)
-        return 1
     except BrokenPipeError:  # `experiments list | head`
         return 0
     except Exception as exc:  # never a traceback for the user
-        print(f"experiments: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if isinstance(exc, _user_errors()):
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"experiments: error: {message}", file=sys.stderr)
+        else:
+            print(f"experiments: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def _user_errors() -> tuple:
+    """The errors printed as their message alone: ours, a store's, an unknown id, and
+    a ``--where`` that does not parse (its module loads only for a filter)."""
+    where = sys.modules.get("align_track.where")
+    return (CLIError, StoreError, KeyError) + ((where.WhereError,) if where else ())
+
+
+def _command_word(argv: Sequence[str]) -> Optional[str]:
+    """The command the arguments name (the first word that is not ``--db`` or its
+    value), or None when an option comes first."""
+    words = iter(argv)
+    for word in words:
+        if word == "--db":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+        elif not word.startswith("--db="):
+            return None  # -h, --help or a mistake: argparse answers with every command
+    return None
+
+
+def _parser(only: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``experiments`` parser. With ``only`` (a key of :data:`_DECLARE`, the
+    command the arguments name) just that command is declared: it parses, and
+    reports errors, exactly as with every command declared, and the others cost
+    nothing (the command modules are not even imported)."""
     parser = argparse.ArgumentParser(
         prog="experiments",
         description="Read the runs that align-track recorded in a SQLite store.",
@@ -70,9 +115,22 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    for name, declare in _DECLARE.items():
+        if only is None or name == only:
+            declare(command)
+    if only is None:
+        import importlib
+
+        for module in _COMMAND_MODULES:
+            importlib.import_module(module).add_commands(command)
+    return parser
+
+
+def _declare_list(command: Any) -> None:
     p = command("list", cmd_list, "a table of runs, newest first")
     p.add_argument("--experiment", help="only runs of this experiment")
-    p.add_argument("--status", choices=STATUSES, help="only runs with this status")
+    status = p.add_argument("--status", help="only runs with this status")
+    status.choices = _Statuses()  # set after add_argument, whose checks would read it
     p.add_argument("--sweep", help="only the jobs of this sweep ('latest' for the newest)")
     p.add_argument("--where", help="a filter such as \"params.lr > 0.01 and "
                    "metrics.acc >= 0.9\" (see the README)")
@@ -80,11 +138,15 @@ def _parser() -> argparse.ArgumentParser:
                    "(default 50; 0 for all)")
     p.add_argument("--format", choices=FORMATS, default="table")
 
+
+def _declare_show(command: Any) -> None:
     p = command("show", cmd_show, "everything recorded for one run")
     p.add_argument("run_id", help="a run id or a unique prefix of one (4+ characters)")
     p.add_argument("--metrics", action="store_true", help="add every step of each metric")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
+
+def _declare_compare(command: Any) -> None:
     p = command("compare", cmd_compare, "params and metrics of runs side by side")
     p.add_argument("run_ids", nargs="*", help="run ids or unique prefixes")
     p.add_argument("--sweep", help="compare the jobs of this sweep ('latest' for the "
@@ -95,23 +157,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every param, not only those that differ")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
+
+def _declare_sweeps(command: Any) -> None:
     p = command("sweeps", cmd_sweeps, "sweeps (multiruns and groups) with job counts")
     p.add_argument("--limit", type=int, default=50, help="at most this many (0 for all)")
     p.add_argument("--format", choices=FORMATS, default="table")
 
+
+def _declare_query(command: Any) -> None:
     p = command("query", cmd_query, "run a read-only SQL query over the store")
     p.add_argument("sql", help="one SELECT statement; see the schema in the README")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="stop the query after this many seconds (default 10)")
+
+
+def _declare_sync(command: Any) -> None:
     p = command("sync", cmd_sync, "replay runs kept while a tracking server was away")
     p.add_argument("--spool", default=None, help="the spool file (default: "
                    "./align-track-spool.db, in the directory the jobs were launched from)")
     p.add_argument("--list", action="store_true", help="only list the runs that wait")
-
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).add_commands(command)
-    return parser
 
 
 def _limit(text: str) -> int:
@@ -143,7 +208,11 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(note)
         return
     sweep = args.sweep
-    where_sql, where_args = compile_where(args.where) if args.where else ("", [])
+    where_sql, where_args = "", []
+    if args.where:
+        from align_track.where import compile_where
+
+        where_sql, where_args = compile_where(args.where)
     runs = reader.list_runs(conn, experiment=args.experiment, status=args.status,
                             sweep=sweep, limit=args.limit, where_sql=where_sql,
                             where_args=where_args)
@@ -242,8 +311,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
         idents += [r["id"] for r in reader.list_runs(conn, sweep=sweep_id)]
     if not idents:
         raise CLIError("compare needs run ids or --sweep ID")
-    runs = [reader.get_run(conn, ident, history=False) for ident in idents]
-    stats = [reader.metric_stats(conn, store.find_run_key(conn, r["id"])["key"]) for r in runs]
+    runs = reader.get_runs(conn, idents, history=False)
+    by_id = reader.metric_stats_by_run(conn, [r["id"] for r in runs])
+    stats = [by_id.get(r["id"], {}) for r in runs]
     best = None
     known = sorted({m for s in stats for m in s})
     if args.sort and args.sort not in known:
@@ -391,6 +461,11 @@ def cmd_query(args: argparse.Namespace) -> None:
         _print_table(header, [list(r) for r in rows])
 
 
+#: This module's commands, in the order ``experiments --help`` lists them.
+_DECLARE = {"list": _declare_list, "show": _declare_show, "compare": _declare_compare,
+            "sweeps": _declare_sweeps, "query": _declare_query, "sync": _declare_sync}
+
+
 # -- output ----------------------------------------------------------------------------
 
 def _print_json(data: Any) -> None:
@@ -399,6 +474,8 @@ def _print_json(data: Any) -> None:
 
 
 def _print_csv(header: List[str], rows: Sequence[Sequence[Any]]) -> None:
+    import csv
+
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)

@@ -1,13 +1,20 @@
-"""Read runs back from the SQLite store, as plain dicts (what the CLI prints)."""
+"""Read runs back from the SQLite store, as plain dicts (what the CLI prints).
+
+This module is on the ``experiments`` command's path: it imports only what every
+read needs (``typing`` is for type checkers only, ``socket`` loads when a run
+still says ``running``).
+"""
 from __future__ import annotations
 
 import json
 import math
-import socket
-import sqlite3
-from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from align_track import store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import sqlite3
+    from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 
 def metric_key(name: str, context: str) -> str:
@@ -47,7 +54,7 @@ def list_runs(
     sql = (
         "SELECT r.key, r.id, e.name AS experiment, r.name, r.status, r.started_at,"
         " r.ended_at, r.heartbeat_at, r.sweep_id, r.job_num, r.output_dir, r.dropped,"
-        " CASE WHEN r.status = 'running' THEN r.env END AS env"
+        " CASE WHEN r.status = 'running' THEN r.env END AS env, r.params_json"
         " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
     )
     if clauses:
@@ -59,7 +66,7 @@ def list_runs(
     if status == "crashed":
         rows = [r for r in rows if _status(r) == "crashed"]
     keys = [r["key"] for r in rows]
-    params = _params_by_run(conn, keys)
+    params = _params_of_rows(conn, rows)
     metrics = _last_metrics_by_run(conn, keys)
     tags = _tags_by_run(conn, keys)
     out = []
@@ -74,10 +81,13 @@ def list_runs(
 
 def _status(r: Any) -> str:
     """The stored status, or ``crashed`` for a running run whose process is gone."""
-    if r["status"] == "running" and store.is_crashed(
-            "running", r["heartbeat_at"], r["env"], socket.gethostname()):
+    if r["status"] != "running":
+        return r["status"]
+    import socket
+
+    if store.is_crashed("running", r["heartbeat_at"], r["env"], socket.gethostname()):
         return "crashed"
-    return r["status"]
+    return "running"
 
 
 def _summary(r: Any) -> Dict[str, Any]:
@@ -97,19 +107,57 @@ def _summary(r: Any) -> Dict[str, Any]:
     }
 
 
-def _chunks(keys: List[int], size: int = 900) -> Iterable[List[int]]:
+def _chunks(keys: List[Any], size: int = 900) -> Iterable[List[Any]]:
     for i in range(0, len(keys), size):
         yield keys[i:i + size]
 
 
+def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> List[tuple]:
+    """All rows of ``sql`` as plain tuples, whatever the connection's row factory."""
+    cur = conn.cursor()
+    cur.row_factory = None
+    return cur.execute(sql, args).fetchall()
+
+
+def _params_of_rows(conn: sqlite3.Connection,
+                    rows: Sequence[Any]) -> Dict[int, Dict[str, Any]]:
+    """Each run's params, by run key, from the ``params_json`` of its ``runs`` row
+    (one :func:`json.loads` per run); from the params rows where that is NULL."""
+    loads = json.loads
+    out = {r["key"]: loads(r["params_json"]) for r in rows
+           if r["params_json"] is not None}
+    if len(out) < len(rows):
+        out.update(_params_by_run(conn, [r["key"] for r in rows if r["key"] not in out]))
+    return out
+
+
 def _params_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[str, Any]]:
+    """Each run's params, keys in sorted order: two queries per 900 runs.
+
+    Integers and texts come as one JSON object per run (SQLite writes them exactly,
+    and one row per run costs far less than one per param); every other value
+    (floats, which SQLite's JSON rounds to 15 digits or writes as ``Inf``, bools,
+    NaN, containers, integers too large for SQLite) comes as a row and is decoded
+    here.
+    """
     out: Dict[int, Dict[str, Any]] = {}
+    decode, loads = store.param_value, json.loads
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        for run_key, key, value, type_ in conn.execute(
-                f"SELECT run_key, key, value, type FROM params WHERE run_key IN ({marks})"
-                " ORDER BY run_key, key", chunk):
-            out.setdefault(run_key, {})[key] = store.param_value(value, type_)
+        for run_key, text in _rows(
+                conn, "SELECT run_key, json_group_object(key, iif(type = 'float', NULL,"
+                f" value)) FROM params WHERE run_key IN ({marks}) GROUP BY run_key",
+                chunk):
+            params = loads(text)
+            names = list(params)  # in key order, as SQLite reads them; else sorted here
+            if names != sorted(names):
+                params = dict(sorted(params.items()))
+            out[run_key] = params
+        for run_key, key, value, type_ in _rows(
+                conn, "SELECT run_key, key, value, type FROM params"
+                f" WHERE run_key IN ({marks}) AND NOT (type IN ('str', 'null')"
+                " OR (type = 'int' AND typeof(value) = 'integer'))", chunk):
+            out[run_key][key] = decode(value, type_)
     return out
 
 
@@ -117,53 +165,82 @@ def _tags_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[st
     out: Dict[int, Dict[str, str]] = {}
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        for run_key, key, value in conn.execute(
-                f"SELECT run_key, key, value FROM tags WHERE run_key IN ({marks})", chunk):
+        sql = f"SELECT run_key, key, value FROM tags WHERE run_key IN ({marks})"
+        for run_key, key, value in _rows(conn, sql, chunk):
             out.setdefault(run_key, {})[key] = value
     return out
 
 
 def _last_metrics_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[str, float]]:
+    """Each run's last value of each metric (with a point): one query per 900 runs."""
     out: Dict[int, Dict[str, float]] = {}
+    nan = math.nan
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))
-        for run_key, name, ctx, value, count in conn.execute(
-                f"SELECT run_key, name, context, last_value, count FROM series"
-                f" WHERE run_key IN ({marks}) ORDER BY run_key, name, context", chunk):
-            if count:
-                out.setdefault(run_key, {})[metric_key(name, ctx)] = store.point_value(value)
+        current, metrics = None, {}
+        for run_key, name, ctx, value in _rows(
+                conn, "SELECT run_key, name, context, last_value FROM series WHERE"
+                f" run_key IN ({marks}) AND count ORDER BY run_key, name, context",
+                chunk):
+            if run_key != current:
+                current, metrics = run_key, {}
+                out[run_key] = metrics
+            name = metric_key(name, ctx) if ctx else name
+            metrics[name] = nan if value is None else value
     return out
 
 
 def get_run(conn: sqlite3.Connection, ident: str, *, history: bool = True) -> Dict[str, Any]:
     """Everything recorded for one run. ``ident`` may be a unique id prefix."""
-    row = store.find_run_key(conn, ident)
-    key = row["key"]
-    experiment = conn.execute("SELECT name FROM experiments WHERE id = ?",
-                              (row["experiment_id"],)).fetchone()[0]
-    run = _summary({**dict(row), "experiment": experiment})  # type: ignore[arg-type]
-    run.update({
-        "config": store.loads(row["config"]),
-        "config_yaml": row["config_yaml"],
-        "params": _params_by_run(conn, [key]).get(key, {}),
-        "overrides": store.loads(row["overrides"]) or [],
-        "choices": store.loads(row["choices"]) or {},
-        "env": store.loads(row["env"]) or {},
-        "git": store.loads(row["git"]) or {},
-        "error": store.loads(row["error"]),
-        "return_value": store.loads(row["return_value"]),
-        "heartbeat_at": row["heartbeat_at"],
-        "tags": _tags_by_run(conn, [key]).get(key, {}),
-        "artifacts": [
-            {"name": n, "sha256": s, "size": z, "created_at": c}
-            for n, s, z, c in conn.execute(
-                "SELECT name, sha256, size, created_at FROM artifacts WHERE run_key = ?"
-                " ORDER BY name", (key,))
-        ],
-        "metrics": metric_history(conn, key) if history else {},
-        "last_metrics": _last_metrics_by_run(conn, [key]).get(key, {}),
-    })
-    return run
+    return get_runs(conn, [ident], history=history)[0]
+
+
+def get_runs(conn: sqlite3.Connection, idents: Sequence[str], *,
+             history: bool = False) -> List[Dict[str, Any]]:
+    """:func:`get_run` for each of ``idents``, in order, with one query per table for
+    all of them (not one per run).
+
+    Raises:
+        KeyError: an ident matches no run, or is a prefix of several.
+    """
+    rows = [store.find_run_key(conn, ident) for ident in idents]
+    keys = [row["key"] for row in rows]
+    wanted = list(dict.fromkeys(row["experiment_id"] for row in rows))
+    experiments = dict(_rows(conn, "SELECT id, name FROM experiments WHERE id IN"
+                             f" ({','.join('?' * len(wanted))})", wanted))
+    params = _params_of_rows(conn, rows)
+    tags = _tags_by_run(conn, keys)
+    last = _last_metrics_by_run(conn, keys)
+    artifacts: Dict[int, List[Dict[str, Any]]] = {}
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        for k, n, s, z, c in _rows(
+                conn, "SELECT run_key, name, sha256, size, created_at FROM artifacts"
+                f" WHERE run_key IN ({marks}) ORDER BY run_key, name", chunk):
+            artifacts.setdefault(k, []).append(
+                {"name": n, "sha256": s, "size": z, "created_at": c})
+    out = []
+    for row in rows:
+        key = row["key"]
+        run = _summary({**dict(row), "experiment": experiments[row["experiment_id"]]})
+        run.update({
+            "config": store.loads(row["config"]),
+            "config_yaml": row["config_yaml"],
+            "params": params.get(key, {}),
+            "overrides": store.loads(row["overrides"]) or [],
+            "choices": store.loads(row["choices"]) or {},
+            "env": store.loads(row["env"]) or {},
+            "git": store.loads(row["git"]) or {},
+            "error": store.loads(row["error"]),
+            "return_value": store.loads(row["return_value"]),
+            "heartbeat_at": row["heartbeat_at"],
+            "tags": tags.get(key, {}),
+            "artifacts": artifacts.get(key, []),
+            "metrics": metric_history(conn, key) if history else {},
+            "last_metrics": last.get(key, {}),
+        })
+        out.append(run)
+    return out
 
 
 def metric_history(conn: sqlite3.Connection, run_key: int) -> Dict[str, List[Dict[str, Any]]]:
@@ -185,15 +262,36 @@ def metric_history(conn: sqlite3.Connection, run_key: int) -> Dict[str, List[Dic
 
 def metric_stats(conn: sqlite3.Connection, run_key: int) -> Dict[str, Dict[str, float]]:
     """last/min/max/count per metric; NaN points are left out of min and max."""
-    out = {}
-    for name, ctx, last, count, lo, hi in conn.execute(
-            "SELECT s.name, s.context, s.last_value, s.count, min(p.value), max(p.value)"
-            " FROM series s JOIN points p ON p.series_id = s.id WHERE s.run_key = ?"
-            " GROUP BY s.id ORDER BY s.name, s.context", (run_key,)):
-        out[metric_key(name, ctx)] = {
-            "last": store.point_value(last), "min": store.point_value(lo),
-            "max": store.point_value(hi), "count": count,
-        }
+    return _metric_stats(conn, [run_key]).get(run_key, {})
+
+
+def metric_stats_by_run(
+    conn: sqlite3.Connection, run_ids: Sequence[str],
+) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """:func:`metric_stats` of several runs, by full run id: one query for all."""
+    ids: Dict[int, str] = {}
+    wanted = list(dict.fromkeys(run_ids))
+    for chunk in _chunks(wanted):
+        ids.update(_rows(conn, f"SELECT key, id FROM runs WHERE id IN"
+                               f" ({','.join('?' * len(chunk))})", chunk))
+    by_key = _metric_stats(conn, list(ids))
+    return {ids[k]: by_key.get(k, {}) for k in ids}
+
+
+def _metric_stats(conn: sqlite3.Connection,
+                  keys: List[int]) -> Dict[int, Dict[str, Dict[str, float]]]:
+    out: Dict[int, Dict[str, Dict[str, float]]] = {}
+    point = store.point_value
+    for chunk in _chunks(keys):
+        marks = ",".join("?" * len(chunk))
+        for run_key, name, ctx, last, count, lo, hi in _rows(
+                conn, "SELECT s.run_key, s.name, s.context, s.last_value, s.count,"
+                " min(p.value), max(p.value) FROM series s JOIN points p"
+                f" ON p.series_id = s.id WHERE s.run_key IN ({marks})"
+                " GROUP BY s.id ORDER BY s.run_key, s.name, s.context", chunk):
+            out.setdefault(run_key, {})[metric_key(name, ctx)] = {
+                "last": point(last), "min": point(lo), "max": point(hi), "count": count,
+            }
     return out
 
 

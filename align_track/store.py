@@ -1,6 +1,6 @@
 """The SQLite store: schema, opening, and the reads the CLI makes.
 
-Schema version 2 (``PRAGMA user_version``; older stores are migrated in place after
+Schema version 3 (``PRAGMA user_version``; older stores are migrated in place after
 a backup, see :data:`MIGRATIONS`). Tables:
 
 - ``experiments(id, name, created_at)``
@@ -8,8 +8,10 @@ a backup, see :data:`MIGRATIONS`). Tables:
   jobs_expected, started_at, ended_at, status)``: a multirun, or a ``tracker.group``
 - ``runs(key, id, experiment_id, name, status, started_at, ended_at, heartbeat_at,
   sweep_id, job_num, output_dir, overrides, choices, config, config_yaml, env, git,
-  error, return_value, dropped, identity)``; JSON text in overrides, choices, config, env, git,
-  error and return_value
+  error, return_value, dropped, identity, params_json)``; JSON text in overrides,
+  choices, config, env, git, error and return_value; ``params_json`` holds the run's
+  params (the ``params`` rows, decoded) as one JSON object, keys sorted, so a page of
+  runs reads one value per run (NULL: read the ``params`` rows instead)
 - ``params(run_key, key, value, type)``: one row per flat config key; ``value`` keeps
   SQLite's own type (numbers compare as numbers), ``type`` is the Python type
 - ``tags(run_key, key, value)``
@@ -30,17 +32,49 @@ import math
 import os
 import sqlite3
 import time
-from pathlib import Path
-from typing import Any, Optional
 
 from align_track.errors import StoreError
 
-SCHEMA_VERSION = 2
+# The ``experiments`` command imports this module: typing and pathlib (with
+# urllib) load only for type checkers and for the functions that write.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, Optional
 
-#: Statements that take a store from version N to N + 1, run in one transaction
-#: after a backup of the file (``<store>.v<N>.bak``).
+SCHEMA_VERSION = 3
+
+
+def _add_params_json(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3: add ``runs.params_json`` and fill it from the params rows."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    if "params_json" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN params_json TEXT")
+    conn.execute("UPDATE runs SET params_json = '{}'")
+    rows = conn.execute("SELECT run_key, key, value, type FROM params"
+                        " ORDER BY run_key, key")
+    current, params = None, {}
+    updates: list = []
+    for run_key, key, value, type_ in rows:
+        if run_key != current:
+            if current is not None:
+                updates.append((params_json(params), current))
+            if len(updates) >= 1000:
+                conn.executemany("UPDATE runs SET params_json = ? WHERE key = ?", updates)
+                updates = []
+            current, params = run_key, {}
+        params[key] = param_value(value, type_)
+    if current is not None:
+        updates.append((params_json(params), current))
+    conn.executemany("UPDATE runs SET params_json = ? WHERE key = ?", updates)
+
+
+#: What takes a store from version N to N + 1 (SQL statements, or functions of the
+#: connection), run in one transaction after a backup of the file
+#: (``<store>.v<N>.bak``).
 MIGRATIONS = {
     1: ["ALTER TABLE sweeps ADD COLUMN status TEXT"],
+    2: [_add_params_json],
 }
 
 SCHEMA = """
@@ -83,7 +117,8 @@ CREATE TABLE runs (
     error TEXT,
     return_value TEXT,
     dropped INTEGER NOT NULL DEFAULT 0,
-    identity TEXT
+    identity TEXT,
+    params_json TEXT
 );
 CREATE INDEX runs_by_identity ON runs(identity) WHERE identity IS NOT NULL;
 CREATE INDEX runs_by_experiment ON runs(experiment_id, started_at);
@@ -145,12 +180,16 @@ CREATE VIEW run_tags AS
 
 
 def artifact_dir(db_path: str) -> Path:
+    from pathlib import Path
+
     path = Path(db_path)
     return path.with_name(path.stem + "-artifacts")
 
 
 def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqlite3.Connection:
     """Open (and if needed create) the store for writing."""
+    from pathlib import Path
+
     path = Path(db_path)
     if not create and not path.exists():
         raise StoreError(f"no store at {db_path}")
@@ -235,7 +274,10 @@ def _migrate(conn: sqlite3.Connection, db_path: str, version: int) -> None:
         current = conn.execute("PRAGMA user_version").fetchone()[0]  # another process?
         for step in range(current, SCHEMA_VERSION):
             for statement in MIGRATIONS[step]:
-                conn.execute(statement)
+                if callable(statement):
+                    statement(conn)
+                else:
+                    conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
@@ -255,8 +297,9 @@ def connect_readonly(db_path: str) -> sqlite3.Connection:
         raise StoreError(f"no store at {db_path}; run an app with +tracker=sqlite "
                          f"first, or pass --db PATH")
     try:
-        conn = sqlite3.connect(f"file:{Path(db_path).absolute().as_posix()}?mode=ro",
-                               uri=True, timeout=30, check_same_thread=False)
+        path = db_path if os.path.isabs(db_path) else os.path.join(os.getcwd(), db_path)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
+                               check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
@@ -349,6 +392,14 @@ def param_value(value: Any, type_: str) -> Any:
     if type_ == "int" and isinstance(value, str):
         return int(value)
     return value
+
+
+def params_json(params: Any) -> str:
+    """The ``runs.params_json`` text of decoded params (``{key: value}``): keys
+    sorted, NaN and infinities as ``NaN``/``Infinity`` (which :func:`json.loads`
+    reads back)."""
+    return json.dumps(dict(sorted(params.items())), ensure_ascii=False,
+                      allow_nan=True)
 
 
 def point_value(value: Optional[float]) -> float:

@@ -16,7 +16,10 @@ an error.
 from __future__ import annotations
 
 import re
-from typing import Any, List, Tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Tuple
 
 RUN_FIELDS = {
     "id": "r.id", "name": "r.name", "status": "r.status", "experiment": "e.name",
