@@ -8,7 +8,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from align_track.capture import resolve_leafwise, to_plain, unresolved_yaml
+from align_track.capture import (mentions_env, resolve_leafwise, to_plain, unresolved,
+                                  unresolved_tree, unresolved_yaml)
 from align_track.env import scheduler_job_id
 from align_track.facts import environment, git_state
 from align_track.flatten import flatten
@@ -84,7 +85,8 @@ def run_record(
 ) -> RunRecord:
     """Everything known about the job at its start, with secrets masked."""
     resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
-    redactor.mask_env(env_references(OmegaConf.to_container(config, resolve=False)))
+    raw = unresolved_tree(config, skip=NOT_PARAMS)
+    redactor.mask_env(env_references(_all_unresolved(config, raw)))
     user_config: Dict[str, Any] = redactor.tree(resolved)
     env = {**environment(store), "launch_dir": launch_dir(config),
            "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")}
@@ -95,7 +97,7 @@ def run_record(
         name=settings.run_name or run_name(config, redactor),
         started_at=time.time(),
         config=user_config,
-        config_yaml=unresolved_yaml(config, NOT_PARAMS, redactor),
+        config_yaml=unresolved_yaml(config, NOT_PARAMS, redactor, plain=raw),
         params=_params(config, user_config),
         overrides=redactor.overrides(task_overrides(config)),
         choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
@@ -108,6 +110,20 @@ def run_record(
         git=git_state(launch_dir(config)),
         identity=_identity(config),
     )
+
+
+def _all_unresolved(config: DictConfig, raw: Dict[Any, Any]) -> Dict[Any, Any]:
+    """The whole config with interpolations kept, as far as its ``${oc.env:...}``
+    references go: ``raw`` for the user's keys; the other nodes (Hydra's, some
+    hundred values) are converted only when they mention ``oc.env``."""
+    whole: Dict[Any, Any] = {}
+    for key in config.keys():
+        if key in raw:
+            whole[key] = raw[key]
+        else:
+            node = config._get_node(key)
+            whole[key] = unresolved(node) if mentions_env(node) else None
+    return whole
 
 
 def _params(config: DictConfig, user_config: Dict[str, Any]) -> Dict[str, Any]:
@@ -177,11 +193,29 @@ def hydra_files(config: DictConfig) -> List[str]:
         folder = os.path.join(out_dir, subdir)
         for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
             files.append(os.path.join(folder, name))
-    log_file = select(config, "hydra.job_logging.handlers.file.filename")
+    log_file = _log_file_name(config, out_dir)
     if not log_file:
         log_file = os.path.join(out_dir, f"{select(config, 'hydra.job.name', 'job')}.log")
     files.append(_abs(log_file, out_dir))
     return [f for f in files if f and os.path.isfile(f)]
+
+
+#: Hydra's default job log file name (hydra/job_logging/default.yaml).
+_DEFAULT_LOG_FILE = "${hydra.runtime.output_dir}/${hydra.job.name}.log"
+
+
+def _log_file_name(config: DictConfig, out_dir: str) -> Optional[str]:
+    """``hydra.job_logging.handlers.file.filename``; Hydra's default is filled in
+    here, as resolving it through OmegaConf costs milliseconds a job."""
+    try:
+        node = config._get_node("hydra")._get_node("job_logging")
+        node = node._get_node("handlers")._get_node("file")._get_node("filename")
+        text = node._value() if node is not None else None
+    except Exception:  # no such node, or not a mapping on the way
+        text = None
+    if text == _DEFAULT_LOG_FILE:
+        return f"{out_dir}/{select(config, 'hydra.job.name')}.log"
+    return select(config, "hydra.job_logging.handlers.file.filename")
 
 
 def _abs(path: Optional[str], base: str) -> Optional[str]:

@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from align_track import _context, _job, _lifecycle, backends
-from align_track.capture import dump_yaml, load_yaml, to_plain
+from align_track.capture import dump_yaml, load_yaml_text, to_plain
 from align_track.collect import collect
 from align_track.env import GROUP_VAR
 from align_track.errors import AlignTrackConfigError
@@ -222,7 +222,11 @@ def _end_sweep_at_exit(sweep_id: str) -> None:
 def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
     """``path`` itself when it holds no secret, else a copy with secrets masked."""
     try:
-        plain = load_yaml(path)
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+        if not redactor.may_mask_yaml(text):  # the common case: no need to parse
+            return path
+        plain = load_yaml_text(text)
         masked = redactor.tree(plain)
         if masked == plain:
             return path

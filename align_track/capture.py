@@ -8,7 +8,7 @@ Nothing is resolved again later, so resolvers with side effects run once here.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -21,20 +21,56 @@ MISSING = "???"
 
 
 def unresolved_yaml(
-    cfg: DictConfig, skip: Iterable[str] = ("hydra",), redactor: Optional["Redactor"] = None
+    cfg: DictConfig, skip: Iterable[str] = ("hydra",), redactor: Optional["Redactor"] = None,
+    plain: Optional[Dict[Any, Any]] = None,
 ) -> str:
-    """The config as YAML with interpolations kept; secrets masked by ``redactor``."""
-    skip_set = set(skip)
-    plain = {key: _unresolved(cfg._get_node(key)) for key in cfg.keys() if key not in skip_set}
+    """The config as YAML with interpolations kept; secrets masked by ``redactor``.
+    ``plain``: :func:`unresolved_tree` of the same config and ``skip``, if at hand."""
+    if plain is None:
+        plain = unresolved_tree(cfg, skip)
     if redactor is not None:
         plain = redactor.tree(plain)
     return dump_yaml(plain)
 
 
-def _unresolved(node: Any) -> Any:
+def unresolved_tree(
+    cfg: DictConfig, skip: Iterable[str] = ("hydra",)
+) -> Dict[Any, Any]:
+    """The top-level keys of ``cfg`` but ``skip`` as plain data, interpolations kept
+    (what ``OmegaConf.to_container(cfg, resolve=False)`` holds for them)."""
+    skip_set = set(skip)
+    return {key: unresolved(cfg._get_node(key))
+            for key in cfg.keys() if key not in skip_set}
+
+
+def unresolved(node: Any) -> Any:
+    """One node of a config as plain data, interpolations kept."""
     if isinstance(node, (DictConfig, ListConfig)):
         return OmegaConf.to_container(node, resolve=False)
     return node._value()
+
+
+def mentions_env(node: Any) -> bool:
+    """Whether any value under a config node holds ``oc.env``: a walk over the stored
+    text, resolving nothing and much cheaper than converting the node."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        content = getattr(item, "_content", _NO_CONTENT)
+        if content is _NO_CONTENT:  # a value node
+            content = item._value() if hasattr(item, "_value") else item
+        if isinstance(content, dict):
+            stack.extend(content.values())
+        elif isinstance(content, list):
+            stack.extend(content)
+        elif isinstance(content, str) and "oc.env" in content:
+            return True
+        elif content is not None and not isinstance(content, (str, int, float, bool)):
+            return True  # a value of another kind: let the full conversion decide
+    return False
+
+
+_NO_CONTENT = object()
 
 
 def dump_yaml(data: Any) -> str:
@@ -57,10 +93,15 @@ def dump_yaml(data: Any) -> str:
 
 
 def load_yaml(path: str) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return load_yaml_text(fh.read())
+
+
+def load_yaml_text(text: str) -> Any:
+    """Plain data of a YAML document; PyYAML's C loader where available."""
     import yaml
 
-    with open(path, encoding="utf-8") as fh:
-        return yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def resolve_leafwise(

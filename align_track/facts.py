@@ -16,25 +16,42 @@ logger = logging.getLogger(__name__)
 _git_cache: Dict[str, Dict[str, Any]] = {}
 
 
+_process_facts: Dict[int, Dict[str, Any]] = {}
+
+
 def environment(store: Optional[str] = None) -> Dict[str, Any]:
-    """Host, process and interpreter facts. Environment variables are not captured."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = None
+    """Host, process and interpreter facts. Environment variables are not captured.
+
+    What cannot change in a process is read once per process (by pid, so a forked
+    launcher worker reads its own); the command line and cwd are read every time.
+    """
+    pid = os.getpid()
+    if pid not in _process_facts:
+        _process_facts.clear()
+        _process_facts[pid] = _read_process_facts(pid)
     facts: Dict[str, Any] = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "user": user,
-        "python": platform.python_version(),
-        "executable": sys.executable,
-        "platform": platform.platform(),
+        **_process_facts[pid],
         "argv": list(sys.argv),
         "cwd": os.getcwd(),
     }
     if store is not None:
         facts["store"] = store
     return facts
+
+
+def _read_process_facts(pid: int) -> Dict[str, Any]:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = None
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "user": user,
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+    }
 
 
 def git_state(directory: str) -> Dict[str, Any]:

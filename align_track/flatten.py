@@ -56,18 +56,20 @@ def flatten(config: Mapping[str, Any]) -> Dict[str, Any]:
     Leaves are scalars, lists (kept whole) or ``{}`` for an empty mapping.
     """
     out: Dict[str, Any] = {}
-    stack: List[Tuple[List[Any], Mapping[str, Any]]] = [([], config)]
+    # (dotted prefix, mapping): each key is encoded once, not once per leaf below it
+    stack: List[Tuple[str, Mapping[str, Any]]] = [("", config)]
     while stack:
         prefix, node = stack.pop()
         for key, value in node.items():
-            path = prefix + [key]
+            segment = encode_segment(key)
+            path = f"{prefix}.{segment}" if prefix else segment
             if isinstance(value, Mapping):
                 if value:
                     stack.append((path, value))
                 else:
-                    out[join_key(path)] = {}
+                    out[path] = {}
             else:
-                out[join_key(path)] = value
+                out[path] = value
     return out
 
 

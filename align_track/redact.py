@@ -46,6 +46,17 @@ ENV_ALLOWED = (
     "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NODEID",
 )
 _ENV_REF = re.compile(r"\$\{oc\.env:\s*([A-Za-z_][A-Za-z0-9_]*)")
+#: How a dotted key path splits into the parts key patterns are searched in.
+_KEY_SPLIT = re.compile(r'[."\[\]/]+')
+#: Runs of characters a key pattern made of :data:`_LOCAL_PATTERN` can match in.
+_WORD = re.compile(r"[\w-]+")
+#: Key patterns whose every match lies inside one :data:`_WORD` (no wildcard, class
+#: or escape): a YAML text can be checked word by word for them.
+_LOCAL_PATTERN = re.compile(r"[A-Za-z0-9_\-^$|()?]+")
+#: Results of key patterns on key parts, shared by the redactors of a process
+#: (a sweep masks the same keys job after job); per pattern set, bounded.
+_PART_MEMO: Dict[str, Dict[str, bool]] = {}
+_PART_MEMO_MAX = 200_000
 #: Shorter values are too likely to occur by chance to be masked as text.
 MIN_LITERAL = 6
 
@@ -78,6 +89,13 @@ class Redactor:
         self._value: Optional[Pattern[str]] = (
             re.compile("|".join(f"(?:{p})" for p in values)) if values else None)
         self._literals: List[str] = []
+        source = self._key.pattern if self._key is not None else ""
+        self._parts = _PART_MEMO.setdefault(source, {})
+        # a pattern that matches an empty part needs the whole path split at once
+        self._by_segment = self._key is None or not self._key.search("")
+        self._words_local = (values == list(VALUE_PATTERNS) and all(
+            p in KEY_PATTERNS or (_LOCAL_PATTERN.fullmatch(p) and "(?" not in p)
+            for p in keys))
 
     def mask_env(self, names: Iterable[str]) -> None:
         """Mask the values of these environment variables (those a config reads)
@@ -113,7 +131,41 @@ class Redactor:
     def secret_key(self, key: str) -> bool:
         if not self.enabled or self._key is None:
             return False
-        return any(self._key.search(part) for part in re.split(r'[."\[\]/]+', key))
+        return any(self._secret_part(part) for part in _KEY_SPLIT.split(key))
+
+    def _secret_part(self, part: str) -> bool:
+        known = self._parts.get(part)
+        if known is None:
+            if len(self._parts) >= _PART_MEMO_MAX:
+                self._parts.clear()
+            known = self._parts[part] = bool(self._key.search(part))  # type: ignore
+        return known
+
+    def _secret_child(self, parent_secret: Optional[bool], path: str, key: str) -> bool:
+        """``secret_key(path.key)``, from what is known of ``path`` already."""
+        full = f"{path}.{key}" if path else key
+        if parent_secret is None or not self._by_segment or self._key is None:
+            return self.secret_key(full)
+        return parent_secret or self.secret_key(key)
+
+    def may_mask_yaml(self, text: str) -> bool:
+        """False only when :meth:`tree` is sure to change nothing in the YAML document
+        ``text``: no key word, credential shape or secret value occurs in it. Much
+        cheaper than parsing; True when in doubt (escapes, custom patterns)."""
+        if not self.enabled:
+            return False
+        if not (self._words_local and self._by_segment) or "\\" in text:
+            return True
+        folded = " ".join(text.split())  # YAML may fold a long value over lines
+        for literal in self._literals:
+            if "'" in literal or '"' in literal or literal in text \
+                    or " ".join(literal.split()) in folded:
+                return True
+        if self._value is not None and (self._value.search(text)
+                                        or self._value.search(folded)):
+            return True
+        return self._key is not None and any(
+            self._secret_part(word) for word in set(_WORD.findall(text)))
 
     def secret_value(self, value: Any) -> bool:
         return bool(self.enabled and isinstance(value, str) and self._value is not None
@@ -121,9 +173,15 @@ class Redactor:
 
     def value(self, key: str, value: Any) -> Any:
         """``value``, or the mask if the key or the value says it is secret."""
+        return self._masked(key, value, None)
+
+    def _masked(self, key: str, value: Any, secret: Optional[bool]) -> Any:
+        """:meth:`value`; ``secret`` is ``secret_key(key)`` where already known."""
         if not self.enabled or value is None or value == "":
             return value
-        if self.secret_key(key) and not _is_reference(value):
+        if secret is None:
+            secret = self.secret_key(key)
+        if secret and not _is_reference(value):
             return MASK
         if isinstance(value, str):
             if self.secret_value(value) or any(lit in value for lit in self._literals):
@@ -131,20 +189,27 @@ class Redactor:
             if "=" in value:  # an override such as "llm.api_key=..." inside a list
                 return self.override(value)
         if isinstance(value, list):
-            return [self.value(key, v) for v in value]
+            return [self._masked(key, v, secret) for v in value]
         if isinstance(value, dict):
-            return self.tree(value, key)
+            return self._tree(value, key, secret)
         return value
 
     def tree(self, node: Any, path: str = "") -> Any:
         """A copy of nested dicts/lists with secret leaves masked."""
         if not self.enabled:
             return node
+        return self._tree(node, path, None if path else False)
+
+    def _tree(self, node: Any, path: str, secret: Optional[bool]) -> Any:
         if isinstance(node, dict):
-            return {k: self.value(f"{path}.{k}" if path else str(k), v) for k, v in node.items()}
+            return {k: self._masked(f"{path}.{k}" if path else str(k), v,
+                                    self._secret_child(secret, path, str(k)))
+                    for k, v in node.items()}
         if isinstance(node, list):
-            return [self.value(path, v) for v in node]
-        return self.value(path, node)
+            if secret is None:
+                secret = self.secret_key(path)
+            return [self._masked(path, v, secret) for v in node]
+        return self._masked(path, node, secret)
 
     def flat(self, params: Dict[str, Any]) -> Dict[str, Any]:
         return {k: self.value(k, v) for k, v in params.items()} if self.enabled else params

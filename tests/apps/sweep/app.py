@@ -21,6 +21,13 @@ import align_track
 def main(cfg: DictConfig) -> float:
     x = cfg.x
     run = align_track.current_run()
+    # Hydra's HydraConfig is one per process: jobs in threads of one process (the
+    # test's thread launcher) must not read it after another job has ended, so
+    # read it once, first, and prefer what the job's run recorded.
+    hc = HydraConfig.get()
+    out = Path(run.record.output_dir if run is not None else hc.runtime.output_dir)
+    num = run.record.job_num if run is not None else OmegaConf.select(
+        hc, "job.num", throw_on_missing=False)
     seen_tags = sorted(run.record.tags) if run is not None else ["<no run>"]
     for i in range(cfg.points):
         align_track.log({"job": x * 1000 + i})
@@ -32,11 +39,9 @@ def main(cfg: DictConfig) -> float:
     align_track.log_params({"seen": {"env": os.environ.get("JOB_ENV", ""),
                                      "tags": ",".join(seen_tags),
                                      "run": run.id if run is not None else ""}})
-    out = Path(HydraConfig.get().runtime.output_dir)
     (out / "env_keys.json").write_text(json.dumps(sorted(os.environ)))
     if x == cfg.fail_at:
         raise ValueError(f"job with x={x} fails on purpose")
-    num = OmegaConf.select(HydraConfig.get(), "job.num", throw_on_missing=False)
     if num == cfg.nan_job:
         return math.nan
     return float(x)
