@@ -156,7 +156,7 @@ def serve(db: str) -> int:
 
     backend = SQLiteBackend(db, bulk=False)
     stdin = sys.stdin.buffer
-    out = sys.stdout.fileno()
+    replies = _Replies(sys.stdout.fileno())
     try:
         while True:
             head = stdin.read(4)
@@ -166,8 +166,24 @@ def serve(db: str) -> int:
             try:
                 backend.log_metrics(run_id, points)
             except Exception as exc:  # reported to the parent, which takes over
-                os.write(out, b"e" + f"{type(exc).__name__}: {exc}".encode())
+                replies.send(b"e" + f"{type(exc).__name__}: {exc}".encode())
                 return 1
-            os.write(out, b"k")
+            replies.send(b"k")
     finally:
         backend.close()
+
+
+class _Replies:
+    """The child's replies; once the parent is gone, the batches still in the pipe
+    are stored all the same, with nobody to tell."""
+
+    def __init__(self, fd: int):
+        self.fd: Optional[int] = fd
+
+    def send(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, data)
+        except OSError:  # BrokenPipeError: the parent died
+            self.fd = None
