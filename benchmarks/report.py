@@ -303,6 +303,10 @@ def markdown(doc: Dict[str, Any]) -> str:
     text += _row(f"{s['sweep_jobs']}-job sweep, +tracker=sqlite", cb.get("tracked_s"), secs)
     text += _row("tracking overhead per job", cb.get("overhead_ms_per_job"),
                  lambda x: f"{x:,.1f} ms")
+    text += _row(f"{s['sweep_jobs']}-job sweep, untracked, +extra=empty (an empty "
+                 "config group)", cb.get("empty_group_s"), secs)
+    text += _row("Hydra's cost of an empty config group, per job",
+                 cb.get("empty_group_ms_per_job"), lambda x: f"{x:,.1f} ms")
     for leaves, fig in r.get("config_size", {}).get("overhead_ms_per_job", {}).items():
         text += _row(f"overhead per job, {int(leaves):,}-leaf config", fig,
                      lambda x: f"{x:,.1f} ms")

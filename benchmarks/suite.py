@@ -47,7 +47,7 @@ class Sizes:
     sweep_jobs: int = 20
     sweep_repeats: int = 3
     config_leaves: tuple = (10, 100, 1_000, 10_000)
-    config_jobs: int = 3
+    config_jobs: int = 10
     import_repeats: int = 10
     import_peers: bool = True
     backend_n: int = 2_000
@@ -304,14 +304,20 @@ class Suite:
         s = self.sizes
         app = _write_app(self.tmp / "sweep-app", leaves=10)
         sweep = ["lr=" + ",".join(f"0.{i + 1:03d}" for i in range(s.sweep_jobs))]
-        plain, tracked = [], []
+        plain, group, tracked = [], [], []
         for r in range(s.sweep_repeats):
             plain.append(self._sweep(app, sweep, f"plain-{r}"))
+            # what Hydra itself spends on any extra config group (composed twice a
+            # job by the basic sweeper and launcher), for reference
+            group.append(self._sweep(app, sweep + ["+extra=empty"], f"group-{r}"))
             tracked.append(self._sweep(app, sweep, f"tracked-{r}", tracked=True))
         self.results["callback"] = {
             "jobs": s.sweep_jobs, "untracked_s": stats(plain), "tracked_s": stats(tracked),
+            "empty_group_s": stats(group),
             "overhead_ms_per_job": stats([(t - p) / s.sweep_jobs * 1e3
                                           for t, p in zip(tracked, plain)]),
+            "empty_group_ms_per_job": stats([(g - p) / s.sweep_jobs * 1e3
+                                             for g, p in zip(group, plain)]),
         }
 
     def _sweep(self, app: Path, overrides: List[str], label: str,
@@ -403,4 +409,6 @@ def _write_app(folder: Path, leaves: int) -> Path:
         lines += [f"  k{i}: {i}" for i in range(g, min(g + 100, leaves - 1))]
     (folder / "config.yaml").write_text("\n".join(lines) + "\n")
     (folder / "app.py").write_text(textwrap.dedent(APP))
+    (folder / "extra").mkdir(exist_ok=True)
+    (folder / "extra" / "empty.yaml").write_text("# an empty config group\n{}\n")
     return folder / "app.py"
