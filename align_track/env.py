@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the CLI imports this module: typing stays unloaded at run time
+    from typing import Optional
 
 #: Path of the SQLite store, used when ``tracker.db`` is not set.
 DB_VAR = "ALIGN_TRACK_DB"
