@@ -79,9 +79,11 @@ class Suite:
         self.results: Dict[str, Any] = {}
         self.notes: List[str] = []
 
-    def worker(self, case: str, **params: Any) -> Dict[str, Any]:
+    def worker(self, case: str, env: Optional[Dict[str, str]] = None,
+               **params: Any) -> Dict[str, Any]:
         params.setdefault("dir", str(self.tmp))
-        return run_worker(case, params, self.tmp, env=self.env, timeout=3600)
+        return run_worker(case, params, self.tmp, env={**self.env, **(env or {})},
+                          timeout=3600)
 
     def run(self) -> Dict[str, Any]:
         steps: List[Callable[[], None]] = [
@@ -184,12 +186,20 @@ class Suite:
 
     def ingest(self) -> None:
         s = self.sizes
-        rows = [self.worker("ingest", n=s.ingest_n, batch=20_000, rep=r)
-                for r in range(s.ingest_repeats)]
+        rows, thread = [], []
+        for r in range(s.ingest_repeats):
+            rows.append(self.worker("ingest", n=s.ingest_n, batch=20_000, rep=r))
+            # the same with the writer process off: inserts on a thread of the job
+            thread.append(self.worker("ingest", env={"ALIGN_TRACK_BULK": "0"},
+                                      n=s.ingest_n, batch=20_000, rep=f"t{r}"))
         self.results["ingest"] = {
             "n": s.ingest_n,
             "ours_rate": best([r["ours_rate"] for r in rows]),
             "floor_rate": best([r["floor_rate"] for r in rows]),
+            # each run's rate over the floor's measured beside it, in the same process
+            "ratio": best([r["ours_rate"] / r["floor_rate"] for r in rows]),
+            "thread_rate": best([r["ours_rate"] for r in thread]),
+            "thread_ratio": best([r["ours_rate"] / r["floor_rate"] for r in thread]),
             "ours_bytes": stats([r["ours_bytes"] for r in rows]),
             "floor_bytes": stats([r["floor_bytes"] for r in rows]),
         }
