@@ -123,11 +123,14 @@ def _params_of_rows(conn: sqlite3.Connection,
                     rows: Sequence[Any]) -> Dict[int, Dict[str, Any]]:
     """Each run's params, by run key, from the ``params_json`` of its ``runs`` row
     (one :func:`json.loads` per run); from the params rows where that is NULL."""
-    loads = json.loads
-    out = {r["key"]: loads(r["params_json"]) for r in rows
-           if r["params_json"] is not None}
-    if len(out) < len(rows):
-        out.update(_params_by_run(conn, [r["key"] for r in rows if r["key"] not in out]))
+    stored = [(r["key"], r["params_json"]) for r in rows
+              if r["params_json"] is not None]
+    # one document for the page: its keys are read once, not once per run
+    page = json.loads("[" + ",".join([text for _, text in stored]) + "]")
+    out = dict(zip([key for key, _ in stored], page))
+    if len(stored) < len(rows):
+        out.update(_params_by_run(conn, [r["key"] for r in rows
+                                         if r["params_json"] is None]))
     return out
 
 

@@ -53,6 +53,7 @@ def _add_params_json(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE runs SET params_json = '{}'")
     rows = conn.execute("SELECT run_key, key, value, type FROM params"
                         " ORDER BY run_key, key")
+    update = "UPDATE runs SET params_json = ? WHERE key = ?"
     current, params = None, {}
     updates: list = []
     for run_key, key, value, type_ in rows:
@@ -60,13 +61,13 @@ def _add_params_json(conn: sqlite3.Connection) -> None:
             if current is not None:
                 updates.append((params_json(params), current))
             if len(updates) >= 1000:
-                conn.executemany("UPDATE runs SET params_json = ? WHERE key = ?", updates)
+                conn.executemany(update, updates)
                 updates = []
             current, params = run_key, {}
         params[key] = param_value(value, type_)
     if current is not None:
         updates.append((params_json(params), current))
-    conn.executemany("UPDATE runs SET params_json = ? WHERE key = ?", updates)
+    conn.executemany(update, updates)
 
 
 #: What takes a store from version N to N + 1 (SQL statements, or functions of the

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 import align_track
-from align_track.backends.sqlite import BULK_AT
+from align_track.backends.sqlite import BULK_AFTER, BULK_AT
 
-N = 3 * BULK_AT + 123  # three full batches and a remainder
+N = (BULK_AFTER + 2) * BULK_AT + 123  # enough full batches in a row, and a remainder
 
 
 def _points(db: Path) -> tuple:
@@ -69,7 +69,7 @@ def test_fast_run_is_written_by_a_writer_process(tmp_path: Path) -> None:
 
 def test_small_runs_stay_in_process(tmp_path: Path) -> None:
     with align_track.track_run("small", db=str(tmp_path / "e.db")) as run:
-        for i in range(1000):
+        for i in range((BULK_AFTER - 1) * BULK_AT // 2):  # two metrics a call
             align_track.log({"loss": 0.5, "acc": 0.1}, step=i)
         run.flush()
         assert run.backend._bulk is None
@@ -87,9 +87,9 @@ def test_switched_off_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def _start_writer(run) -> int:
-    for i in range(BULK_AT):
+    for i in range(BULK_AFTER * BULK_AT):
         align_track.log({"loss": 0.5}, step=i)
-    run.flush()  # one full batch: the writer process starts
+    run.flush()  # full batches in a row: the writer process starts
     assert run.backend._bulk is not None
     return run.backend._bulk.child_pid
 
@@ -100,11 +100,11 @@ def test_killed_writer_process_loses_no_point(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="align_track"):
         with align_track.track_run("killed", db=str(db)) as run:
             child = _start_writer(run)
-            for i in range(BULK_AT, 2 * BULK_AT):
+            for i in range(BULK_AFTER * BULK_AT, (BULK_AFTER + 1) * BULK_AT):
                 align_track.log({"loss": 0.5}, step=i)
             run.flush(wait=False)  # handed to the writer process, maybe not stored yet
             os.kill(child, signal.SIGKILL)
-            for i in range(2 * BULK_AT, N):
+            for i in range((BULK_AFTER + 1) * BULK_AT, N):
                 align_track.log({"loss": 0.5}, step=i)
     count, distinct, lo, hi = _points(db)
     # a batch committed just before the kill, its reply unsent, may be stored twice
@@ -119,7 +119,7 @@ def test_writer_process_ignores_ctrl_c_meant_for_the_job(tmp_path: Path) -> None
     with align_track.track_run("sigint", db=str(db)) as run:
         child = _start_writer(run)
         os.kill(child, signal.SIGINT)
-        for i in range(BULK_AT, N):
+        for i in range(BULK_AFTER * BULK_AT, N):
             align_track.log({"loss": 0.5}, step=i)
         run.flush()
         assert run.backend._bulk is not None and run.backend._bulk.child_pid == child

@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 _SERIES_KEY = operator.itemgetter(0, 4)  # (name, context) of a point
 _NAME, _STEP, _VALUE, _WALL, _CTX = map(operator.itemgetter, range(5))
 #: A batch this large means a run logs faster than a thread of its process should
-#: store: the points go to a writer process (see align_track._bulk).
+#: store; after BULK_AFTER such batches in a row (starting a process costs more than
+#: it saves for fewer), the points go to a writer process (see align_track._bulk).
 BULK_AT = 20_000
+BULK_AFTER = 3
 
 
 class SQLiteBackend(Backend):
@@ -44,6 +46,7 @@ class SQLiteBackend(Backend):
         self._series: Dict[Tuple[int, str, str], int] = {}
         self._bulk_allowed = bulk and os.environ.get("ALIGN_TRACK_BULK", "1") != "0"
         self._bulk: Any = None
+        self._full_batches = 0  # full batches handed over in a row
         self._unsent: List[Tuple[str, List[Point]]] = []  # taken back from the writer
 
     @property
@@ -103,21 +106,29 @@ class SQLiteBackend(Backend):
 
     def _insert_run(self, conn: sqlite3.Connection, r: RunRecord) -> None:
         exp_id = self._experiment_id(conn, r.experiment)
+        rows = [(k, *store.param_row(v)) for k, v in r.params.items()]
+        # keys that are not text are stored as SQLite converts them: read back below
+        exact = all(type(k) is str for k in r.params)
+        decoded = {k: store.param_value(v, t) for k, v, t in rows} if exact else None
+        text = store.params_json(decoded) if exact else None
         cur = conn.execute(
             "INSERT INTO runs (id, experiment_id, name, status, started_at, heartbeat_at,"
             " sweep_id, job_num, output_dir, overrides, choices, config, config_yaml,"
-            " env, git, identity) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " env, git, identity, params_json)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (r.id, exp_id, r.name, RUNNING, r.started_at, r.started_at, r.sweep_id,
              r.job_num, r.output_dir, store.dumps(r.overrides), store.dumps(r.choices),
              store.dumps(r.config), r.config_yaml, store.dumps(r.env), store.dumps(r.git),
-             r.identity),
+             r.identity, text),
         )
         key = cur.lastrowid
         self._run_keys[r.id] = key
         conn.executemany(
             "INSERT OR REPLACE INTO params (run_key, key, value, type) VALUES (?,?,?,?)",
-            [(key, k, *store.param_row(v)) for k, v in r.params.items()],
+            [(key, *row) for row in rows],
         )
+        if not exact:
+            _store_params_json(conn, key)
         conn.executemany(
             "INSERT OR REPLACE INTO tags (run_key, key, value) VALUES (?,?,?)",
             [(key, k, v) for k, v in r.tags.items()],
@@ -143,8 +154,10 @@ class SQLiteBackend(Backend):
             return
         with self._lock:
             self._write_unsent()
-            if self._bulk is None and self._bulk_allowed and len(points) >= BULK_AT:
-                self._start_bulk()
+            if self._bulk is None and self._bulk_allowed:
+                self._full_batches = self._full_batches + 1 if len(points) >= BULK_AT else 0
+                if self._full_batches >= BULK_AFTER:
+                    self._start_bulk()
             if self._bulk is not None:
                 if self._bulk.send(run_id, points):
                     return
@@ -223,6 +236,7 @@ class SQLiteBackend(Backend):
                 "INSERT OR REPLACE INTO params (run_key, key, value, type) VALUES (?,?,?,?)",
                 [(key, k, *store.param_row(v)) for k, v in params.items()],
             )
+            _store_params_json(conn, key)  # all of the run's params, old and new
         self._write(insert)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
@@ -327,6 +341,14 @@ class SQLiteBackend(Backend):
 
     def describe_run(self, run_id: str) -> str:
         return f"experiments --db {self.db} show {run_id}"
+
+
+def _store_params_json(conn: sqlite3.Connection, run_key: int) -> None:
+    """Set ``runs.params_json`` of a run from its params rows."""
+    params = {k: store.param_value(v, t) for k, v, t in conn.execute(
+        "SELECT key, value, type FROM params WHERE run_key = ?", (run_key,))}
+    conn.execute("UPDATE runs SET params_json = ? WHERE key = ?",
+                 (store.params_json(params), run_key))
 
 
 _NETWORK_FS = ("nfs", "nfs4", "cifs", "smb", "smb3", "smbfs", "fuse.sshfs", "afs",
