@@ -17,12 +17,7 @@ if TYPE_CHECKING:
     from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 
-def metric_key(name: str, context: str) -> str:
-    """``name`` alone, or ``name[k=v,...]`` for a point logged with a context."""
-    if not context:
-        return name
-    ctx = json.loads(context)
-    return f"{name}[{','.join(f'{k}={v}' for k, v in ctx.items())}]"
+metric_key = store.metric_key
 
 
 def list_runs(
@@ -54,7 +49,8 @@ def list_runs(
     sql = (
         "SELECT r.key, r.id, e.name AS experiment, r.name, r.status, r.started_at,"
         " r.ended_at, r.heartbeat_at, r.sweep_id, r.job_num, r.output_dir, r.dropped,"
-        " CASE WHEN r.status = 'running' THEN r.env END AS env, r.params_json"
+        " CASE WHEN r.status = 'running' THEN r.env END AS env, r.params_json,"
+        " r.metrics_json"
         " FROM runs r JOIN experiments e ON e.id = r.experiment_id"
     )
     if clauses:
@@ -67,7 +63,7 @@ def list_runs(
         rows = [r for r in rows if _status(r) == "crashed"]
     keys = [r["key"] for r in rows]
     params = _params_of_rows(conn, rows)
-    metrics = _last_metrics_by_run(conn, keys)
+    metrics = _metrics_of_rows(conn, rows)
     tags = _tags_by_run(conn, keys)
     out = []
     for r in rows:
@@ -171,6 +167,18 @@ def _tags_by_run(conn: sqlite3.Connection, keys: List[int]) -> Dict[int, Dict[st
         sql = f"SELECT run_key, key, value FROM tags WHERE run_key IN ({marks})"
         for run_key, key, value in _rows(conn, sql, chunk):
             out.setdefault(run_key, {})[key] = value
+    return out
+
+
+def _metrics_of_rows(conn: sqlite3.Connection, rows: List[Any]) -> Dict[int, Dict[str, float]]:
+    """Each run's last value of each metric, from the ``metrics_json`` of its ``runs``
+    row (one text per run); runs without it (written before it existed) from their
+    series rows."""
+    out = {r["key"]: json.loads(r["metrics_json"]) for r in rows
+           if r["metrics_json"] is not None}
+    missing = [r["key"] for r in rows if r["metrics_json"] is None]
+    if missing:
+        out.update(_last_metrics_by_run(conn, missing))
     return out
 
 

@@ -8,10 +8,12 @@ a backup, see :data:`MIGRATIONS`). Tables:
   jobs_expected, started_at, ended_at, status)``: a multirun, or a ``tracker.group``
 - ``runs(key, id, experiment_id, name, status, started_at, ended_at, heartbeat_at,
   sweep_id, job_num, output_dir, overrides, choices, config, config_yaml, env, git,
-  error, return_value, dropped, identity, params_json)``; JSON text in overrides,
-  choices, config, env, git, error and return_value; ``params_json`` holds the run's
-  params (the ``params`` rows, decoded) as one JSON object, keys sorted, so a page of
-  runs reads one value per run (NULL: read the ``params`` rows instead)
+  error, return_value, dropped, identity, params_json, metrics_json)``; JSON text in
+  overrides, choices, config, env, git, error and return_value; ``params_json`` holds
+  the run's params (the ``params`` rows, decoded) as one JSON object, keys sorted, and
+  ``metrics_json`` the last value of each metric (the ``series`` rows), rewritten
+  with each batch of points, so a page of runs reads one value of each per run
+  (NULL: read the rows instead)
 - ``params(run_key, key, value, type)``: one row per flat config key; ``value`` keeps
   SQLite's own type (numbers compare as numbers), ``type`` is the Python type
 - ``tags(run_key, key, value)``
@@ -70,12 +72,27 @@ def _add_params_json(conn: sqlite3.Connection) -> None:
     conn.executemany(update, updates)
 
 
+def _add_metrics_json(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3: add ``runs.metrics_json`` and fill it from the series rows."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    if "metrics_json" not in columns:
+        conn.execute("ALTER TABLE runs ADD COLUMN metrics_json TEXT")
+    conn.execute("UPDATE runs SET metrics_json = '{}'")
+    update = "UPDATE runs SET metrics_json = ? WHERE key = ?"
+    by_run: dict = {}
+    for run_key, name, ctx, value in conn.execute(
+            "SELECT run_key, name, context, last_value FROM series WHERE count"
+            " ORDER BY run_key, name, context"):
+        by_run.setdefault(run_key, []).append((name, ctx, value))
+    conn.executemany(update, [(metrics_json(series), key) for key, series in by_run.items()])
+
+
 #: What takes a store from version N to N + 1 (SQL statements, or functions of the
 #: connection), run in one transaction after a backup of the file
 #: (``<store>.v<N>.bak``).
 MIGRATIONS = {
     1: ["ALTER TABLE sweeps ADD COLUMN status TEXT"],
-    2: [_add_params_json],
+    2: [_add_params_json, _add_metrics_json],
 }
 
 SCHEMA = """
@@ -119,7 +136,8 @@ CREATE TABLE runs (
     return_value TEXT,
     dropped INTEGER NOT NULL DEFAULT 0,
     identity TEXT,
-    params_json TEXT
+    params_json TEXT,
+    metrics_json TEXT
 );
 CREATE INDEX runs_by_identity ON runs(identity) WHERE identity IS NOT NULL;
 CREATE INDEX runs_by_experiment ON runs(experiment_id, started_at);
@@ -400,6 +418,27 @@ def params_json(params: Any) -> str:
     sorted, NaN and infinities as ``NaN``/``Infinity`` (which :func:`json.loads`
     reads back)."""
     return json.dumps(dict(sorted(params.items())), ensure_ascii=False,
+                      allow_nan=True)
+
+
+#: A run's series with points, in the order ``metrics_json`` lists them.
+SERIES_SUMMARY = ("SELECT name, context, last_value FROM series WHERE run_key = ?"
+                  " AND count ORDER BY name, context")
+
+
+def metric_key(name: str, context: str) -> str:
+    """``name`` alone, or ``name[k=v,...]`` for a point logged with a context."""
+    if not context:
+        return name
+    ctx = json.loads(context)
+    return f"{name}[{','.join(f'{k}={v}' for k, v in ctx.items())}]"
+
+
+def metrics_json(series: Any) -> str:
+    """The ``runs.metrics_json`` text, ``{metric: last value}``, of a run's
+    ``(name, context, last_value)`` rows in :data:`SERIES_SUMMARY` order."""
+    return json.dumps({metric_key(name, ctx): point_value(value)
+                       for name, ctx, value in series}, ensure_ascii=False,
                       allow_nan=True)
 
 

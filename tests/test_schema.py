@@ -1,4 +1,5 @@
-"""Schema version 3: each run's params also as one JSON object (``runs.params_json``).
+"""Schema version 3: each run's params and last metric values also as one JSON
+object each (``runs.params_json``, ``runs.metrics_json``).
 
 What a user sees must not change: ``list`` and ``show`` print the same params as
 when they were read from the params rows, a version 2 store is migrated in place
@@ -49,6 +50,8 @@ def _rows_params(db: Path, run_id: str) -> Dict[str, Any]:
 def _make_store(db: Path) -> str:
     with align_track.track_run("schema", db=str(db), config=CONFIG) as run:
         align_track.log({"loss": 0.5}, step=1)
+        align_track.log({"loss": 0.1 + 0.2, "acc": float("nan"), "big": 1e308}, step=2)
+        align_track.log({"loss": float("-inf")}, step=3, context={"subset": "val"})
     with align_track.track_run("schema", db=str(db), config={"lr": 0.01}):
         pass
     return run.id
@@ -61,12 +64,13 @@ def test_params_of_every_type_list_and_show_as_the_params_rows_do(
     expected = _rows_params(db, run_id)
     assert expected["big"] == 2**80 and math.isnan(expected["nan"])
 
-    # the same store with params_json cleared reads the params rows: as before v3
+    # the same store with params_json and metrics_json cleared reads the params and
+    # series rows: as before v3
     rows_db = tmp_path / "rows.db"
     conn = sqlite3.connect(rows_db)
     with sqlite3.connect(db) as source:
         source.backup(conn)  # the file alone would miss what is still in the WAL
-    conn.execute("UPDATE runs SET params_json = NULL")
+    conn.execute("UPDATE runs SET params_json = NULL, metrics_json = NULL")
     conn.commit()
     conn.close()
 
@@ -78,6 +82,9 @@ def test_params_of_every_type_list_and_show_as_the_params_rows_do(
     mine = next(r for r in listed if r["id"] == run_id)
     assert list(mine["params"]) == sorted(mine["params"])
     assert _dump(mine["params"]) == _dump(expected)
+    metrics = mine["metrics"]
+    assert metrics["loss"] == 0.1 + 0.2 and metrics["big"] == 1e308
+    assert math.isnan(metrics["acc"]) and metrics["loss[subset=val]"] == float("-inf")
     shown = experiments_json("--db", str(db), "show", run_id)
     assert _dump(shown["params"]) == _dump(expected)
     assert experiments("--db", str(db), "list").stdout == \
@@ -102,9 +109,11 @@ def test_params_logged_after_start_show_up_and_replace(tmp_path: Path) -> None:
 
 
 def _as_version_2(db: Path) -> None:
-    """Turn a store into what version 2 of align-track wrote: no params_json."""
+    """Turn a store into what version 2 of align-track wrote: no params_json, no
+    metrics_json."""
     conn = sqlite3.connect(db)
     conn.execute("ALTER TABLE runs DROP COLUMN params_json")
+    conn.execute("ALTER TABLE runs DROP COLUMN metrics_json")
     conn.execute("PRAGMA user_version = 2")
     conn.commit()
     conn.close()
@@ -116,18 +125,21 @@ def test_version_2_store_is_backed_up_migrated_and_lists_the_same_params(
     run_id = _make_store(db)
     expected = {r["id"]: _dump(r["params"])
                 for r in experiments_json("--db", str(db), "list")}
+    metrics = {r["id"]: _dump(r["metrics"])
+               for r in experiments_json("--db", str(db), "list")}
     _as_version_2(db)
 
     listed = experiments_json("--db", str(db), "list")
 
     assert {r["id"]: _dump(r["params"]) for r in listed} == expected
+    assert {r["id"]: _dump(r["metrics"]) for r in listed} == metrics
     backup = tmp_path / "old.db.v2.bak"
     assert sqlite3.connect(backup).execute("PRAGMA user_version").fetchone()[0] == 2
     conn = sqlite3.connect(db)
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     assert version == store.SCHEMA_VERSION == 3
     assert conn.execute("SELECT count(*) FROM runs WHERE params_json IS NULL"
-                        ).fetchone()[0] == 0
+                        " OR metrics_json IS NULL").fetchone()[0] == 0
     conn.close()
     shown = experiments_json("--db", str(db), "show", run_id)
     assert _dump(shown["params"]) == expected[run_id]

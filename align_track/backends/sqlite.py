@@ -114,8 +114,8 @@ class SQLiteBackend(Backend):
         cur = conn.execute(
             "INSERT INTO runs (id, experiment_id, name, status, started_at, heartbeat_at,"
             " sweep_id, job_num, output_dir, overrides, choices, config, config_yaml,"
-            " env, git, identity, params_json)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " env, git, identity, params_json, metrics_json)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,'{}')",
             (r.id, exp_id, r.name, RUNNING, r.started_at, r.started_at, r.sweep_id,
              r.job_num, r.output_dir, store.dumps(r.overrides), store.dumps(r.choices),
              store.dumps(r.config), r.config_yaml, store.dumps(r.env), store.dumps(r.git),
@@ -216,6 +216,10 @@ class SQLiteBackend(Backend):
             "UPDATE series SET last_step = ?, last_value = ?, count = count + ? WHERE id = ?",
             [(p[1], p[2], counts[k], series[k]) for k, p in last.items()],
         )
+        # the run's last values in one text, for `experiments list` (once a batch)
+        conn.execute("UPDATE runs SET metrics_json = ? WHERE key = ?",
+                     (store.metrics_json(conn.execute(store.SERIES_SUMMARY, (run_key,))),
+                      run_key))
 
     def _series_of(self, conn: sqlite3.Connection, run_key: int, name: str, ctx: str) -> int:
         return self._series.get((run_key, name, ctx)) or self._series_id(conn, run_key,
