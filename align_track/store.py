@@ -226,9 +226,7 @@ def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqli
                                check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = %d" % int(timeout * 1000))
         _check_schema(conn, db_path)  # before anything could change a file not ours
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        _wal_mode(conn, timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         _ensure_schema(conn, db_path)
     except sqlite3.DatabaseError as exc:
@@ -237,14 +235,32 @@ def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqli
     return conn
 
 
+def _wal_mode(conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch a new file to WAL. Of several processes opening the same new file at
+    once, all but one get "database is locked" at once (SQLite does not wait on its
+    busy timeout for this): they retry until one of them has switched it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _check_schema(conn: sqlite3.Connection, db_path: str) -> None:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    # one statement, one snapshot: another process may be creating the schema now
+    version, tables = conn.execute(
+        "SELECT (SELECT user_version FROM pragma_user_version),"
+        " (SELECT count(*) FROM sqlite_master WHERE type='table')").fetchone()
     if version > SCHEMA_VERSION:
         raise StoreError(f"{db_path} has schema version {version}, newer than this "
                          f"align-track knows ({SCHEMA_VERSION}); upgrade align-track, "
                          f"or point tracker.db or --db at another file")
-    if version == 0 and conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]:
+    if version == 0 and tables:
         raise StoreError(f"{db_path} is an SQLite file but not an align-track store; "
                          f"point tracker.db or --db at another file")
 
