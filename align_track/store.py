@@ -336,9 +336,15 @@ def connect_readonly(db_path: str) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,
                                check_same_thread=False)
         conn.execute("PRAGMA query_only = ON")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        version, tables = conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master WHERE type='table')").fetchone()
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{db_path} is not a usable align-track store ({exc})") from None
+    if version == 0 and not tables:
+        conn.close()
+        raise StoreError(f"no store at {db_path} yet: the file is empty (a job may be "
+                         f"creating it now)")
     if 0 < version < SCHEMA_VERSION:
         conn.close()
         connect(db_path, create=False).close()  # migrates, after a backup

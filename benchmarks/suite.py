@@ -246,7 +246,7 @@ class Suite:
         """The most writers again, with a list/show/query loop running the whole time."""
         s = self.sizes
         k = max(s.writers)
-        rates, calls, failures = [], 0, 0
+        rates, calls, failures, errors = [], 0, 0, []
         for r in range(max(2, s.repeats - 3)):
             db = self.tmp / f"concurrent-read-{k}-{r}.db"
             done = self.tmp / f"concurrent-read-{k}-{r}.done"
@@ -262,9 +262,10 @@ class Suite:
             got = json.loads(line[-1][9:]) if line else {"calls": 0, "failures": -1}
             calls += got["calls"]
             failures += got["failures"]
+            errors += got.get("errors", [])
             rates.append(rate)
         return {"writers": k, "rate": best(rates), "reader_calls": calls,
-                "reader_failures": failures}
+                "reader_failures": failures, "reader_errors": errors[:5]}
 
     def cli_scale(self) -> None:
         s = self.sizes

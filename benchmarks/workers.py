@@ -306,6 +306,7 @@ def reader_loop(p: Dict[str, Any]) -> Dict[str, Any]:
     while not os.path.exists(p["db"]) and time.time() < p["stop_at"]:
         time.sleep(0.01)
     calls = failures = 0
+    errors: List[str] = []
     commands = [["list"], ["query", "SELECT count(*) FROM metrics"], ["show", "latest"]]
     while time.time() < p["stop_at"] and not os.path.exists(p["done"]):
         for argv in commands:
@@ -324,8 +325,9 @@ def reader_loop(p: Dict[str, Any]) -> Dict[str, Any]:
             calls += 1
             if code != 0 and "no store" not in err.getvalue():
                 failures += 1
+                errors.append(err.getvalue().strip()[-300:])
             time.sleep(p.get("pause", 0.1))  # a watch-style loop, not a CPU hog
-    return {"calls": calls, "failures": failures}
+    return {"calls": calls, "failures": failures, "errors": errors[:5]}
 
 
 # -- a large store for the CLI -------------------------------------------------------------

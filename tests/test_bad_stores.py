@@ -129,3 +129,19 @@ def test_older_store_is_backed_up_and_migrated(tmp_path: Path) -> None:
     old = reader.get_run(store.connect_readonly(str(db)), run.id)
     assert old["params"] == {"lr": 0.1} and old["metrics"]["loss"][0]["step"] == 3
     assert len(experiments_json("--db", str(db), "list")) == 2
+
+
+def test_reading_a_store_that_is_being_created(tmp_path: Path) -> None:
+    """A reader that opens the file between its creation and its schema's commit
+    (a job starting now) is told there is no store yet, not that the file is bad;
+    a job then creates the store in that same file."""
+    import align_track
+
+    db = tmp_path / "new.db"
+    db.write_bytes(b"")  # what SQLite leaves on disk before the first commit
+    cli = experiments("--db", str(db), "list", check=False)
+    assert cli.returncode == 1
+    assert "no store at" in cli.stderr and "yet" in cli.stderr
+    with align_track.track_run("created", db=str(db)):
+        align_track.log({"loss": 0.5}, step=0)
+    assert [r["name"] for r in experiments_json("--db", str(db), "list")] == ["created"]
