@@ -83,6 +83,7 @@ class BulkWriter:
                 self._proc.stdin.write(len(data).to_bytes(4, "little") + data)
                 self._proc.stdin.flush()
             except (OSError, ValueError) as exc:
+                self._read_last_replies()  # what it stored before it went
                 self._fail(f"the writer process stopped ({exc})")
                 return False
             self._read_replies(block=False)
@@ -137,6 +138,20 @@ class BulkWriter:
                 self._fail(rest.decode("utf-8", "replace").strip() or "unknown error")
                 return
             if block:
+                return
+
+    def _read_last_replies(self) -> None:
+        """The child has gone: count the replies it wrote before, so that the
+        batches it stored are not written again."""
+        fd = self._proc.stdout.fileno()
+        while self._unacked and select.select([fd], [], [], 5.0)[0]:
+            data = os.read(fd, 65536)
+            if not data:
+                return
+            oks = len(data) - len(data.lstrip(b"k"))
+            for _ in range(min(oks, len(self._unacked))):
+                self._unacked.popleft()
+            if oks < len(data):
                 return
 
     def _fail(self, why: str) -> None:

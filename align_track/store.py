@@ -212,6 +212,9 @@ def connect(db_path: str, *, create: bool = True, timeout: float = 60.0) -> sqli
     path = Path(db_path)
     if not create and not path.exists():
         raise StoreError(f"no store at {db_path}")
+    if path.is_dir():
+        raise StoreError(f"{db_path} is a folder; set tracker.db (or --db) to the "
+                         f"store's file, such as {path / 'experiments.db'}")
     if create:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -331,6 +334,9 @@ def connect_readonly(db_path: str) -> sqlite3.Connection:
     if not os.path.exists(db_path):
         raise StoreError(f"no store at {db_path}; run an app with +tracker=sqlite "
                          f"first, or pass --db PATH")
+    if os.path.isdir(db_path):
+        raise StoreError(f"{db_path} is a folder; pass the store's file, such as "
+                         f"{os.path.join(db_path, 'experiments.db')}")
     try:
         path = db_path if os.path.isabs(db_path) else os.path.join(os.getcwd(), db_path)
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30,

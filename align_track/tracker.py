@@ -35,6 +35,8 @@ _NAME, _STEP, _CTX = operator.itemgetter(0), operator.itemgetter(1), operator.it
 
 #: Points a run may hold in memory before the logging thread writes them itself.
 MAX_PENDING = 100_000
+#: Steps, and int values kept as ints, lie in [-INT64, INT64) (SQLite's INTEGER).
+INT64 = 2 ** 63
 #: Points handed to a backend per call.
 BATCH = _context.BATCH
 HEARTBEAT_EVERY = 10.0
@@ -131,7 +133,8 @@ class Run:
             ) from None
         for name, value in items:
             tv = type(value)
-            if (tv is float or tv is int) and type(name) is str:
+            if (tv is float or tv is int and -INT64 <= value < INT64) \
+                    and type(name) is str:
                 append((name, step, value, now, ctx))
             else:
                 self._log_slow(name, value, step, now, ctx)
@@ -158,15 +161,19 @@ class Run:
             raise TypeError("metric names must be non-empty strings")
         number = to_float(value)
         if number is REFUSED:
+            if isinstance(value, int) and not isinstance(value, bool):
+                self._refuse(name, "int", "log a smaller number, or put it in params",
+                             why="the int is beyond the range of a float")
+                return
             self._refuse(name, type(value).__name__,
                          "log numbers (int, float, a one-element array or tensor); "
                          "put text in tags or params")
             return
         self._append((name, step, number, now, ctx))
 
-    def _refuse(self, name: str, what: str, fix: str) -> None:
+    def _refuse(self, name: str, what: str, fix: str, why: str = "") -> None:
         self.dropped += 1
-        message = f"metric {name!r}: value of type {what} is not a number"
+        message = f"metric {name!r}: " + (why or f"value of type {what} is not a number")
         if self.strict:
             raise TypeError(f"{message} (tracker.strict=true)\n  {fix}")
         message += f"; skipped\n  {fix}"
@@ -266,7 +273,7 @@ class Run:
             self._retry = []
             popleft = self._points.popleft
             fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
-            batch.extend(self._number_steps(fresh))
+            batch.extend(self._steps_in_range(self._number_steps(fresh)))
             try:
                 self.backend.log_metrics(self.id, batch)
             except Exception as exc:
@@ -275,6 +282,19 @@ class Run:
                                 "run %s: %s (kept in memory, retried)",
                                 self.backend.name, len(batch), self.id, exc)
                 return
+
+    def _steps_in_range(self, batch: List[Point]) -> List[Point]:
+        """Drop (and count) points whose step no store can hold: one such point
+        would otherwise fail its whole batch at every retry."""
+        if not batch or -INT64 <= min(map(_STEP, batch)) and max(map(_STEP, batch)) < INT64:
+            return batch
+        kept = [p for p in batch if -INT64 <= p[1] < INT64]
+        self.dropped += len(batch) - len(kept)
+        bad = next(p for p in batch if not -INT64 <= p[1] < INT64)
+        self._warn_once("step-range", "metric %r: step %d is outside the 64-bit range "
+                        "a store keeps; the points with such steps are skipped",
+                        bad[0], bad[1])
+        return kept
 
     def _number_steps(self, batch: List[Point]) -> List[Point]:
         """Give each point without a step the next step of its metric."""

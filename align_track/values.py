@@ -20,7 +20,10 @@ def to_float(value: Any) -> Any:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
     if isinstance(value, (int, float, decimal.Decimal, fractions.Fraction)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int or a fraction beyond float's range
+            return REFUSED
     if value is None or isinstance(value, (str, bytes, bytearray, Mapping, list, tuple)):
         return REFUSED
     size = _size(value)

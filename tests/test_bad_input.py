@@ -3,6 +3,7 @@ params set twice, and imports that must stay light."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 import align_track
 from align_track import reader, store
-from conftest import experiments, run_app
+from conftest import experiments, experiments_json, run_app
 
 APPS = Path(__file__).parent / "apps"
 BLOCKED = Path(__file__).parent / "blocked"
@@ -83,3 +84,22 @@ def test_context_must_be_a_mapping(tmp_path: Path) -> None:
     with align_track.track_run("t", db=str(tmp_path / "e.db")):
         with pytest.raises(TypeError, match="context must be a mapping"):
             align_track.log({"x": 1.0}, context="val")  # type: ignore[arg-type]
+
+
+def test_ints_and_steps_beyond_64_bits_lose_no_other_point(tmp_path: Path) -> None:
+    """An int too large for SQLite's INTEGER is stored as a float; one beyond a
+    float, or a step beyond 64 bits, is skipped and counted: the other points of
+    the same calls and batches are all stored."""
+    import align_track
+
+    db = tmp_path / "big.db"
+    with align_track.track_run("big", db=str(db)):
+        align_track.log({"ok": 1.0, "big": 2**70, "huge": 10**400}, step=0)
+        align_track.log({"ok": 2.0}, step=2**64)
+        align_track.log({"ok": 3.0, "nan": float("nan")}, step=1)
+    (run,) = experiments_json("--db", str(db), "list")
+    assert run["status"] == "finished" and run["dropped"] == 2
+    assert run["metrics"]["ok"] == 3.0 and run["metrics"]["big"] == float(2**70)
+    assert "huge" not in run["metrics"] and math.isnan(run["metrics"]["nan"])
+    shown = experiments_json("--db", str(db), "show", run["id"])
+    assert [p["step"] for p in shown["metrics"]["ok"]] == [0, 1]

@@ -145,3 +145,17 @@ def test_reading_a_store_that_is_being_created(tmp_path: Path) -> None:
     with align_track.track_run("created", db=str(db)):
         align_track.log({"loss": 0.5}, step=0)
     assert [r["name"] for r in experiments_json("--db", str(db), "list")] == ["created"]
+
+
+def test_a_folder_as_the_store_is_named_as_such(tmp_path: Path) -> None:
+    import align_track
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    cli = experiments("--db", str(folder), "list", check=False)
+    assert cli.returncode == 1 and "is a folder" in cli.stderr
+    assert str(folder / "experiments.db") in cli.stderr
+    from align_track.errors import StoreError
+
+    with pytest.raises(StoreError, match="is a folder; set tracker.db"):
+        align_track.track_run("x", db=str(folder))
