@@ -164,4 +164,6 @@ class _Parser:
         if kind == "field" and text.lower() in ("true", "false"):
             return 1 if text.lower() == "true" else 0
         hint = f" (quote text: '{text}')" if kind == "field" else ""
-        raise WhereError(f"expected a number or a quoted string, got {text!r}{hint}")
+        got = repr(text) if text else "the end"
+        raise WhereError(f"expected a number or a quoted string, got {got}{hint} in "
+                         f"--where {self.text!r}")
