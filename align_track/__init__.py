@@ -12,8 +12,6 @@ from time import time as _now
 
 from align_track import _context
 
-_INT64 = 2 ** 63  # ints the store keeps as they are; larger ones become floats
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -66,7 +64,8 @@ def log(
         append = run._append
         for name, value in metrics.items():
             if (value.__class__ is float or value.__class__ is int
-                    and -_INT64 <= value < _INT64) and name.__class__ is str:
+                    and -_context.INT64 <= value < _context.INT64) \
+                    and name.__class__ is str:
                 append((name, step, value, now, ""))
             else:
                 run._log_slow(name, value, step, now, "")

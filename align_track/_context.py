@@ -12,8 +12,9 @@ if TYPE_CHECKING:
 
     from align_track.tracker import Run
 
-#: Points a run buffers before log() wakes the writer (the writer's batch size).
-BATCH = 20_000
+#: Steps, and int values kept as ints, lie in [-INT64, INT64) (SQLite's INTEGER);
+#: log() hands larger ints to the slow path, which stores them as floats.
+INT64 = 2 ** 63
 
 _local = _thread._local()
 # Runs open in this process, in order of opening. A thread with no run of its own

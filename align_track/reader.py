@@ -221,7 +221,7 @@ def get_runs(conn: sqlite3.Connection, idents: Sequence[str], *,
                              f" ({','.join('?' * len(wanted))})", wanted))
     params = _params_of_rows(conn, rows)
     tags = _tags_by_run(conn, keys)
-    last = _last_metrics_by_run(conn, keys)
+    last = _metrics_of_rows(conn, rows)
     artifacts: Dict[int, List[Dict[str, Any]]] = {}
     for chunk in _chunks(keys):
         marks = ",".join("?" * len(chunk))

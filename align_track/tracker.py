@@ -35,10 +35,9 @@ _NAME, _STEP, _CTX = operator.itemgetter(0), operator.itemgetter(1), operator.it
 
 #: Points a run may hold in memory before the logging thread writes them itself.
 MAX_PENDING = 100_000
-#: Steps, and int values kept as ints, lie in [-INT64, INT64) (SQLite's INTEGER).
-INT64 = 2 ** 63
+INT64 = _context.INT64
 #: Points handed to a backend per call.
-BATCH = _context.BATCH
+BATCH = 20_000
 HEARTBEAT_EVERY = 10.0
 #: How often log() looks at the buffer's size: a loop adds at most about a
 #: million points a second, so the buffer stays within MAX_PENDING + a few thousand.
