@@ -50,25 +50,19 @@ def log(
         context: optional mapping stored with the points, e.g. ``{"subset": "val"}``.
 
     Raises:
-        TypeError: ``metrics`` is not a mapping or a name is not a string. A value
-            that is not a number is skipped with one warning per metric name (or
-            raises with ``tracker.strict=true``).
+        TypeError: ``metrics`` is not a mapping. A value that is not a number, or a
+            name that is not a non-empty string, is skipped with one warning per
+            metric name (or raises with ``tracker.strict=true``).
 
     With no open run this warns once and does nothing.
     """
     run = _context._only
     if run is not None and step.__class__ is int and context is None \
             and metrics.__class__ is dict:
-        # The common call, kept short: it runs for every point a job logs.
+        # The common call, kept short: it runs for every point a job logs. The
+        # writer thread splits the queued copy into points and checks the values.
         now = _now()
-        append = run._append
-        for name, value in metrics.items():
-            if (value.__class__ is float or value.__class__ is int
-                    and -_context.INT64 <= value < _context.INT64) \
-                    and name.__class__ is str:
-                append((name, step, value, now, ""))
-            else:
-                run._log_slow(name, value, step, now, "")
+        run._put((metrics.copy(), step, now))
         if now > run._check_at:
             run._backlog(now)
         return

@@ -32,7 +32,9 @@ _only: Optional["Run"] = None
 
 def _refresh_only() -> None:
     global _only
-    _only = next(iter(_open.values())) if len(_open) == 1 else None
+    only = next(iter(_open.values())) if len(_open) == 1 else None
+    # a strict run checks every value as it is logged, so log() takes the long way
+    _only = None if only is None or only.strict else only
 
 
 def bind(run: "Run") -> Any:

@@ -66,6 +66,11 @@ class Run:
         self._tracker = tracker
         self._points: Deque[Point] = collections.deque()
         self._append = self._points.append
+        # log()'s common call only queues (a copy of its dict, step, time); the
+        # writer thread splits the calls into points (see _split).
+        self._calls: Deque[Tuple[Dict[str, Any], int, float]] = collections.deque()
+        self._put = self._calls.append
+        self._split_lock = threading.Lock()
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
         self._auto_steps = False  # set once log() got a point without a step
@@ -101,7 +106,9 @@ class Run:
                 each point.
 
         Raises:
-            TypeError: ``metrics`` is not a mapping, or a name is not a string.
+            TypeError: ``metrics`` is not a mapping. A name that is not a non-empty
+                string, or a value that is not a number, is skipped with one warning
+                (or raises with ``tracker.strict=true``).
         """
         if self._closed:
             self._warn_once("closed", "run %s is closed; points logged after its end "
@@ -121,6 +128,8 @@ class Run:
                 self._warn_once(("step", type(given).__name__), "%s", message)
                 return
         ctx = context_key(context) if context else ""
+        if self._calls:
+            self._split()  # the points of earlier calls go first
         now = time.time()
         append = self._append
         try:
@@ -133,7 +142,7 @@ class Run:
         for name, value in items:
             tv = type(value)
             if (tv is float or tv is int and -INT64 <= value < INT64) \
-                    and type(name) is str:
+                    and type(name) is str and name:
                 append((name, step, value, now, ctx))
             else:
                 self._log_slow(name, value, step, now, ctx)
@@ -144,20 +153,58 @@ class Run:
         """Called by log() every CHECK_EVERY seconds at most: a full batch waits, so
         wake the writer; past MAX_PENDING, write here (back-pressure)."""
         self._check_at = now + CHECK_EVERY
-        if len(self._points) <= BATCH:
+        pending = weight = len(self._points)
+        calls = self._calls
+        if calls:
+            try:
+                width = len(calls[-1][0])  # the calls of a loop are alike
+            except IndexError:  # the writer emptied the queue meanwhile
+                width = 0
+            pending += len(calls) * width
+            # a queued call holds a dict: in memory it weighs about two points more
+            weight += len(calls) * (width + 2)
+        if pending <= BATCH:
             return
         wake = self._tracker._wake
         if not wake.is_set():
             wake.set()  # the writer need not sleep out its second
-        if len(self._points) > MAX_PENDING:
-            self.flush(wait=False)  # back-pressure: the producer pays, memory stays bounded
+        if weight > MAX_PENDING:
+            # back-pressure: the producer pays, memory stays bounded. Whole batches
+            # only: the rest waits for more points, so a fast loop keeps handing
+            # over full batches (and the SQLite store its writer process).
+            self._hand_over_whole()
+
+    def _split(self) -> None:
+        """Turn the calls log() queued into points, in the order they were made.
+
+        The queued dicts are copies, so a caller may reuse its dict; their steps
+        are ints. Values and names are checked here, as :meth:`log` checks them.
+        """
+        with self._split_lock:
+            calls = self._calls
+            popleft = calls.popleft
+            append = self._append
+            for _ in range(len(calls)):
+                metrics, step, now = popleft()
+                for name, value in metrics.items():
+                    tv = value.__class__
+                    if (tv is float or tv is int and -INT64 <= value < INT64) \
+                            and name.__class__ is str and name:
+                        append((name, step, value, now, ""))
+                    else:
+                        self._log_slow(name, value, step, now, "")
 
     def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"metric names must be strings; got {name!r} "
-                            f"({type(name).__name__})")
-        if not name:
-            raise TypeError("metric names must be non-empty strings")
+        if not isinstance(name, str) or not name:
+            self.dropped += 1
+            message = (f"metric names must be non-empty strings; got {name!r} "
+                       f"({type(name).__name__})")
+            if self.strict:
+                raise TypeError(f"{message} (tracker.strict=true)")
+            self._warn_once(("name", type(name).__name__),
+                            "%s; the value is skipped\n  name each metric with a "
+                            "string, as in {'loss': 0.3}", message)
+            return
         number = to_float(value)
         if number is REFUSED:
             if isinstance(value, int) and not isinstance(value, bool):
@@ -265,9 +312,17 @@ class Run:
                     self._warn_once("write", "%s backend could not store the points of "
                                     "run %s: %s", self.backend.name, self.id, exc)
 
-    def _hand_over(self) -> None:
-        """Pass the buffered points to the backend, a batch at a time."""
+    def _hand_over_whole(self) -> None:
+        with self._io_lock:
+            self._hand_over(whole=True)
+
+    def _hand_over(self, whole: bool = False) -> None:
+        """Pass the buffered points to the backend, a batch at a time (``whole``:
+        full batches only)."""
+        self._split()
         while self._points or self._retry:
+            if whole and len(self._points) + len(self._retry) < BATCH:
+                return
             batch = self._retry
             self._retry = []
             popleft = self._points.popleft
@@ -469,14 +524,23 @@ class Tracker:
             self._thread.start()
 
     def _loop(self) -> None:
+        last_all = time.monotonic()
         while True:
-            self._wake.wait(self.flush_interval)
+            woken = self._wake.wait(self.flush_interval)
             self._wake.clear()
             runs = self.open_runs()
+            # woken by a full batch: hand over full batches, the rest waits for more;
+            # at least once a flush interval, everything
+            every = not woken or time.monotonic() - last_all >= self.flush_interval
+            if every:
+                last_all = time.monotonic()
             for run in runs:
                 run._check_at = 0.0  # in case the wall clock went back
                 try:
-                    run.flush(wait=False)
+                    if every:
+                        run.flush(wait=False)
+                    else:
+                        run._hand_over_whole()
                 except Exception:
                     logger.debug("flush of run %s failed", run.id, exc_info=True)
             now = time.time()

@@ -80,7 +80,8 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
         "list_at_max_runs_vs_mlflow_search": _div(_get(scale, "search_eq_page", stat),
                                                   _get(largest, "list_where_eq", stat)),
     }
-    return {k: (v if math.isfinite(v) else math.nan) for k, v in out.items()}
+    return {k: (v if v is not None and math.isfinite(v) else math.nan)
+            for k, v in out.items()}
 
 
 def _sdk_paths(r: Dict[str, Any], backend: str) -> Tuple[Optional[float], Optional[float]]:

@@ -110,6 +110,57 @@ def test_strict_raises_on_refused_value(tmp_path: Path) -> None:
             align_track.log({"text": "high"})
 
 
+def test_a_reused_dict_keeps_the_values_of_each_call(tmp_path: Path) -> None:
+    # log() queues its calls for the writer thread: what is stored must be what the
+    # dict held at the call, not after the caller changed it
+    db = tmp_path / "e.db"
+    metrics = {"loss": 0.0}
+    with align_track.track_run("t", db=str(db)):
+        for step in range(5):
+            metrics["loss"] = float(step)
+            align_track.log(metrics, step=step)
+        metrics["loss"] = 99.0
+        metrics["late"] = 1.0
+
+    got = _read(db)
+    assert [p["value"] for p in got["metrics"]["loss"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert "late" not in got["metrics"]
+
+
+def test_a_name_that_is_not_a_string_is_skipped_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", db=str(db)) as run:
+            align_track.log({"loss": 0.5, 3: 1.0, "": 2.0}, step=0)  # type: ignore[dict-item]
+            align_track.log({"loss": 0.25}, step=1)
+
+    got = _read(db)
+    assert [p["value"] for p in got["metrics"]["loss"]] == [0.5, 0.25]
+    assert run.dropped == 2 and got["dropped"] == 2
+    warnings = [r.getMessage() for r in caplog.records if "metric names" in r.getMessage()]
+    assert any("3 (int)" in w for w in warnings) and any("'' (str)" in w for w in warnings)
+    with align_track.track_run("t", db=str(db), strict=True):
+        with pytest.raises(TypeError, match="3 \\(int\\)"):
+            align_track.log({3: 1.0}, step=0)  # type: ignore[dict-item]
+
+
+def test_steps_follow_the_order_of_the_calls(tmp_path: Path) -> None:
+    # calls with a step and calls without one reach the buffer by two paths
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)):
+        align_track.log({"a": 1.0})  # step 0
+        align_track.log({"a": 2.0}, step=0)
+        align_track.log({"a": 3.0})  # after step 0: 1
+        align_track.log({"a": 4.0}, step=7)
+        align_track.log({"a": 5.0}, context={"subset": "val"})  # its own series: 0
+        align_track.log({"a": 6.0})  # 8
+
+    got = _read(db)
+    points = [(p["step"], p["value"]) for p in got["metrics"]["a"] if not p.get("context")]
+    assert points == [(0, 1.0), (0, 2.0), (1, 3.0), (7, 4.0), (8, 6.0)]
+
+
 def test_omitted_step_is_next_step_per_metric(tmp_path: Path) -> None:
     db = tmp_path / "e.db"
     with align_track.track_run("t", db=str(db)):
