@@ -33,12 +33,38 @@ def select(config: DictConfig, key: str, default: Any = None) -> Any:
     if memo in _selected:
         value = _selected[memo]
         return default if value is None else value
-    try:
-        value = to_plain(OmegaConf.select(config, key, default=None, throw_on_missing=False))
-    except Exception:  # an interpolation in the hydra node that does not resolve
-        value = None
+    value = _plain_leaf(config, key)
+    if value is _NOT_PLAIN:
+        try:
+            value = to_plain(OmegaConf.select(config, key, default=None,
+                                              throw_on_missing=False))
+        except Exception:  # an interpolation in the hydra node that does not resolve
+            value = None
     _selected[memo] = value
     return default if value is None else value
+
+
+_NOT_PLAIN = object()
+
+
+def _plain_leaf(config: DictConfig, key: str) -> Any:
+    """The value at ``key`` when it is a plain stored value (no interpolation, not
+    missing, not a container), read straight from the nodes; else _NOT_PLAIN. A
+    job reads a dozen such keys of the hydra node, and OmegaConf.select costs more."""
+    node: Any = config
+    try:
+        for part in key.split("."):
+            node = node._get_node(part)
+            if node is None:
+                return None
+        value = node._value()
+    except Exception:  # a list index, or a node of another kind: the general path
+        return _NOT_PLAIN
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        if isinstance(value, str) and ("${" in value or value == "???"):
+            return _NOT_PLAIN
+        return value
+    return _NOT_PLAIN
 
 
 def forget_job() -> None:
@@ -82,8 +108,10 @@ def run_record(
     sweep_id: Optional[str],
     store: str,
     redactor: Redactor,
+    sweep_dir: Optional[str] = None,
 ) -> RunRecord:
-    """Everything known about the job at its start, with secrets masked."""
+    """Everything known about the job at its start, with secrets masked.
+    ``sweep_dir``: hydra.sweep.dir as resolved at the sweep's start, if known."""
     resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
     raw = unresolved_tree(config, skip=NOT_PARAMS)
     redactor.mask_env(env_references(_all_unresolved(config, raw)))
@@ -105,7 +133,8 @@ def run_record(
         output_dir=select(config, "hydra.runtime.output_dir"),
         sweep_id=sweep_id,
         job_num=job_num(config),
-        sweep_dir=select(config, "hydra.sweep.dir") if is_multirun(config) else None,
+        sweep_dir=(sweep_dir or select(config, "hydra.sweep.dir"))
+        if is_multirun(config) else None,
         env=env,
         git=git_state(launch_dir(config)),
         identity=_identity(config),

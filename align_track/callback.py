@@ -4,6 +4,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -19,6 +20,7 @@ from align_track.capture import dump_yaml, load_yaml_text, to_plain
 from align_track.collect import collect
 from align_track.env import GROUP_VAR
 from align_track.errors import AlignTrackConfigError
+from align_track.facts import prefetch_git
 from align_track.records import FAILED, FINISHED
 from align_track.redact import Redactor
 from align_track.settings import TrackerSettings, as_dict, parse_settings
@@ -62,23 +64,35 @@ class TrackerCallback(Callback):
         if self.settings.enabled:
             backends.check_installed(self.settings.backend)
         self.sweep_id: Optional[str] = None
+        # hydra.sweep.dir as the sweep resolved it: each job's config holds the same
+        # text, and resolving ${now:...} again costs a parse per job
+        self.sweep_dir: Optional[str] = None
         self._runs: Dict[int, Run] = {}
 
     # Hydra may pickle the callback into launcher workers: send settings only.
     def __getstate__(self) -> Dict[str, Any]:
-        return {"settings": self.settings, "sweep_id": self.sweep_id}
+        return {"settings": self.settings, "sweep_id": self.sweep_id,
+                "sweep_dir": self.sweep_dir}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.settings = state["settings"]
         self.sweep_id = state["sweep_id"]
+        self.sweep_dir = state.get("sweep_dir")
         self._runs = {}
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Run mode, before the job's config is saved: start reading git."""
+        if self.settings.enabled:
+            prefetch_git(_job.launch_dir(config))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Multirun mode, in the launching process, before any job: record the sweep."""
         self.sweep_id = uuid.uuid4().hex
+        self.sweep_dir = _job.select(config, "hydra.sweep.dir")
         settings = self._job_settings(config)
         if not settings.enabled:
             return
+        prefetch_git(_job.launch_dir(config))  # git runs while Hydra composes the jobs
         try:
             tracker = self._tracker(settings, config)
             experiment = _job.experiment_name(config, settings)
@@ -167,14 +181,14 @@ class TrackerCallback(Callback):
         redactor = Redactor.from_setting(settings.redact)
         sweep_id = self._sweep_of(config, settings, tracker, redactor)
         record = _job.run_record(config, settings, sweep_id, tracker.backend.location,
-                                 redactor)
+                                 redactor, sweep_dir=self.sweep_dir)
         return tracker.start_run(record=record, strict=settings.strict, redactor=redactor)
 
     def _sweep_of(self, config: DictConfig, settings: TrackerSettings,
                   tracker: Tracker, redactor: Redactor) -> Optional[str]:
         if _job.is_multirun(config):
             # set in on_multirun_start and pickled into workers with the callback
-            return self.sweep_id or _job.select(config, "hydra.sweep.dir")
+            return self.sweep_id or self.sweep_dir or _job.select(config, "hydra.sweep.dir")
         group = settings.group or os.environ.get(GROUP_VAR)
         if group:
             sweep = _job.sweep_record(config, group, _job.experiment_name(config, settings),
@@ -187,13 +201,17 @@ class TrackerCallback(Callback):
         if not self.settings.log_hydra_files:
             return
         out_dir = run.record.output_dir or ""
-        with tempfile.TemporaryDirectory(prefix="align-track-") as tmp:
+        folder = _LazyFolder()  # made only when a file holds a secret (seldom)
+        try:
             for path in _job.hydra_files(config):
                 name = os.path.relpath(path, out_dir)
                 if run.redactor.enabled:
-                    path = (_redacted_copy(path, tmp, run.redactor) if path.endswith(".yaml")
-                            else _scrubbed_copy(path, tmp, run.redactor))
+                    path = (_redacted_copy(path, folder, run.redactor)
+                            if path.endswith(".yaml")
+                            else _scrubbed_copy(path, folder, run.redactor))
                 run.log_artifact(path, name=name)
+        finally:
+            folder.remove()
 
     @staticmethod
     def _close(run: Run, job_return: JobReturn) -> None:
@@ -219,7 +237,23 @@ def _end_sweep_at_exit(sweep_id: str) -> None:
             logger.error("could not close sweep %s at exit: %s", sweep_id, exc)
 
 
-def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
+class _LazyFolder:
+    """A temporary folder, made when first asked for."""
+
+    def __init__(self) -> None:
+        self._path: Optional[str] = None
+
+    def __str__(self) -> str:
+        if self._path is None:
+            self._path = tempfile.mkdtemp(prefix="align-track-")
+        return self._path
+
+    def remove(self) -> None:
+        if self._path is not None:
+            shutil.rmtree(self._path, ignore_errors=True)
+
+
+def _redacted_copy(path: str, folder: "_LazyFolder", redactor: Redactor) -> str:
     """``path`` itself when it holds no secret, else a copy with secrets masked."""
     try:
         with open(path, encoding="utf-8") as fh:
@@ -234,20 +268,20 @@ def _redacted_copy(path: str, folder: str, redactor: Redactor) -> str:
     except Exception as exc:  # not YAML we can read: store nothing rather than a secret
         logger.warning("%s could not be checked for secrets (%s); not stored", path, exc)
         text = f"# {os.path.basename(path)} was not stored: it could not be checked for secrets\n"
-    target = os.path.join(folder, os.path.basename(path))
+    target = os.path.join(str(folder), os.path.basename(path))
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
     return target
 
 
-def _scrubbed_copy(path: str, folder: str, redactor: Redactor) -> str:
+def _scrubbed_copy(path: str, folder: "_LazyFolder", redactor: Redactor) -> str:
     """``path`` itself, or a copy of a text file (the job log) with secrets masked."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         text = fh.read()
     clean = redactor.text(text)
     if clean == text:
         return path
-    target = os.path.join(folder, os.path.basename(path))
+    target = os.path.join(str(folder), os.path.basename(path))
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(clean)
     return target

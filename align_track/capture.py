@@ -8,9 +8,10 @@ Nothing is resolved again later, so resolvers with side effects run once here.
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf
 
 if TYPE_CHECKING:
     from align_track.redact import Redactor
@@ -54,23 +55,29 @@ def mentions_env(node: Any) -> bool:
     """Whether any value under a config node holds ``oc.env``: a walk over the stored
     text, resolving nothing and much cheaper than converting the node."""
     stack = [node]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        content = getattr(item, "_content", _NO_CONTENT)
-        if content is _NO_CONTENT:  # a value node
-            content = item._value() if hasattr(item, "_value") else item
-        if isinstance(content, dict):
-            stack.extend(content.values())
-        elif isinstance(content, list):
-            stack.extend(content)
-        elif isinstance(content, str) and "oc.env" in content:
-            return True
-        elif content is not None and not isinstance(content, (str, int, float, bool)):
+        item = pop()
+        if isinstance(item, Container):
+            content = item._content
+            if isinstance(content, dict):
+                extend(content.values())
+                continue
+            if isinstance(content, list):
+                extend(content)
+                continue
+        elif isinstance(item, Node):
+            content = item._value()
+        else:
+            content = item
+        if isinstance(content, str):
+            if "oc.env" in content:
+                return True
+        elif content is not None and not isinstance(content, (int, float, Enum)):
             return True  # a value of another kind: let the full conversion decide
     return False
 
 
-_NO_CONTENT = object()
 
 
 def dump_yaml(data: Any) -> str:

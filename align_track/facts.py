@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from typing import Any, Dict, Optional
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,25 @@ def _read_process_facts(pid: int) -> Dict[str, Any]:
     }
 
 
+_git_pending: Dict[str, threading.Thread] = {}
+
+
+def prefetch_git(directory: str) -> None:
+    """Start reading :func:`git_state` of ``directory`` on a thread: git runs while
+    Hydra composes the jobs' configs, and the first job does not wait for it (on a
+    large checkout ``git status`` takes a while)."""
+    directory = os.path.abspath(directory)
+    if directory in _git_cache or directory in _git_pending:
+        return
+
+    def read() -> None:
+        _git_cache[directory] = _read_git(directory)
+
+    thread = threading.Thread(target=read, name="align-track-git", daemon=True)
+    _git_pending[directory] = thread
+    thread.start()
+
+
 def git_state(directory: str) -> Dict[str, Any]:
     """Commit, branch and dirtiness of the checkout holding ``directory``.
 
@@ -61,6 +81,9 @@ def git_state(directory: str) -> Dict[str, Any]:
     Cached per directory for the life of the process: a sweep asks once.
     """
     directory = os.path.abspath(directory)
+    pending = _git_pending.pop(directory, None)
+    if pending is not None and pending.ident != threading.get_ident():
+        pending.join()
     if directory not in _git_cache:
         _git_cache[directory] = _read_git(directory)
     return dict(_git_cache[directory])
@@ -69,15 +92,18 @@ def git_state(directory: str) -> Dict[str, Any]:
 def _read_git(directory: str) -> Dict[str, Any]:
     if shutil.which("git") is None:
         return {}
-    commit = _git(directory, "rev-parse", "HEAD")
-    if commit is None:
-        return {}
+    # one call for the three names (rev-parse prints one line per argument)
+    names = _git(directory, "rev-parse", "--show-toplevel", "HEAD", "--abbrev-ref", "HEAD")
+    lines = names.splitlines() if names is not None else []
+    if len(lines) != 3:
+        return {}  # not a checkout, or one with no commit yet
+    root, commit, branch = lines
     status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     return {
         "commit": commit,
-        "branch": _git(directory, "rev-parse", "--abbrev-ref", "HEAD"),
+        "branch": branch,
         "dirty": bool(status) if status is not None else None,
-        "root": _git(directory, "rev-parse", "--show-toplevel"),
+        "root": root,
     }
 
 

@@ -51,27 +51,49 @@ class TrackerSettings:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrackerSettings))
+#: Each setting's type, as written in the class (annotations are text here).
+_TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrackerSettings)}
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
 
 
-_parsed: Dict[str, TrackerSettings] = {}
+def _convert(value: Any, kind: str) -> Any:
+    """``value`` as a setting of type ``kind`` takes it, converting as OmegaConf
+    would (``"1.5"`` to 1.5, ``"yes"`` to True, a number to its text)."""
+    if kind.startswith("Optional["):
+        return None if value is None else _convert(value, kind[len("Optional["):-1])
+    if value is None:
+        raise ValueError("null is not allowed")
+    if kind == "str":
+        if isinstance(value, (str, int, float)):  # bool is an int
+            return value if isinstance(value, str) else str(value)
+    elif kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+    elif kind == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif kind == "Dict[str, str]":
+        if isinstance(value, Mapping):
+            return {str(k): _convert(v, "str") for k, v in value.items()}
+    elif kind == "List[str]":
+        if isinstance(value, (list, tuple)):
+            return [_convert(v, "str") for v in value]
+    else:  # a type this function does not know: the class changed without it
+        raise TypeError(f"no conversion to {kind}")
+    raise ValueError(f"{value!r} ({type(value).__name__}) is not a valid value")
 
 
 def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
-    """Validate settings; the same mapping is checked once per process (each job of
-    a sweep reads its settings again, and OmegaConf's checks take tens of ms)."""
-    import copy
-    import json
-
-    try:
-        key = json.dumps(raw or {}, sort_keys=True)
-    except (TypeError, ValueError):
-        return _parse(raw)
-    if key not in _parsed:
-        _parsed[key] = _parse(raw)
-    return copy.deepcopy(_parsed[key])
-
-
-def _parse(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
     """Validate a plain mapping into :class:`TrackerSettings`.
 
     Raises:
@@ -90,15 +112,14 @@ def _parse(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
         raise AlignTrackConfigError(
             f"tracker.backend={backend!r} is unknown; expected one of {', '.join(BACKENDS)}"
         )
-    from omegaconf import OmegaConf
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrackerSettings), raw)
-    except Exception as exc:  # omegaconf's ValidationError names the key and type
-        key = getattr(exc, "full_key", None) or getattr(exc, "key", "?")
-        raise AlignTrackConfigError(f"tracker.{key}: {exc}".splitlines()[0]) from None
-    settings = OmegaConf.to_object(merged)
-    assert isinstance(settings, TrackerSettings)
+    values = {}
+    for name, value in raw.items():
+        try:
+            values[name] = _convert(value, _TYPES[name])
+        except (TypeError, ValueError) as exc:
+            raise AlignTrackConfigError(
+                f"tracker.{name}: {exc} (expected {_TYPES[name]})") from None
+    settings = TrackerSettings(**values)
     if settings.redact:
         import re
 
@@ -117,13 +138,45 @@ def _parse(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
 
 
 def as_dict(settings: TrackerSettings) -> Dict[str, Any]:
-    return dataclasses.asdict(settings)
+    """The settings as a mapping (containers shared: parse_settings copies them)."""
+    return {name: getattr(settings, name) for name in FIELDS}
 
 
-def register_schema() -> None:
-    """Put the schema in Hydra's ConfigStore so composition checks the types."""
+#: The settings of one backend only; every option has the others.
+BACKEND_FIELDS = {
+    "sqlite": ("db",),
+    "mlflow": ("tracking_uri",),
+    "aim": ("repo", "system_tracking_interval", "log_system_params"),
+    "clearml": ("project", "task_name", "offline", "output_uri"),
+}
+
+
+def register_options() -> None:
+    """Put the ``tracker`` config group (one option per backend) in Hydra's
+    ConfigStore.
+
+    Each option sets every setting of its backend to its default (so
+    ``tracker.db=...`` overrides it without a ``+``) and registers the callback
+    under ``hydra.callbacks.tracker``. The nodes are plain mappings, without the
+    other backends' settings: Hydra composes them twice a job in a sweep, and each
+    key, a typed node or a schema in a defaults list adds to that every time. The
+    types are checked once per process, by :func:`parse_settings`.
+    """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(
-        group="align_track", name="tracker_schema", node=TrackerSettings, provider="align-track"
-    )
+    store = ConfigStore.instance()
+    defaults = dataclasses.asdict(TrackerSettings())
+    others = {key for keys in BACKEND_FIELDS.values() for key in keys}
+    for backend, own in BACKEND_FIELDS.items():
+        settings = {key: value for key, value in defaults.items()
+                    if key not in others or key in own}
+        store.store(
+            group="tracker", name=backend, package="_global_", provider="align-track",
+            node={
+                "tracker": {**settings, "backend": backend},
+                "hydra": {"callbacks": {"tracker": {
+                    "_target_": "align_track.TrackerCallback",
+                    "settings": "${tracker}",
+                }}},
+            },
+        )

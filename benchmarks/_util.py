@@ -60,6 +60,9 @@ def child_env(tmp: Path, extra: Optional[Dict[str, str]] = None,
     under the guard.
     """
     env = dict(os.environ)
+    # a user's Python caches bytecode: a shell that turns that off would have every
+    # align-track command compile its modules, while the peers' came compiled by pip
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(QUIET_ENV)
     conf = tmp / "clearml.conf"
     if not conf.exists():

@@ -86,6 +86,10 @@ class Suite:
                           timeout=3600)
 
     def run(self) -> Dict[str, Any]:
+        # the bytecode a user's first run leaves behind, written before any timing
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "align_track"),
+                        str(ROOT / "hydra_plugins")], cwd=str(self.tmp), env=self.user_env,
+                       capture_output=True)
         steps: List[Callable[[], None]] = [
             self.imports, self.log_cost, self.peers, self.ingest, self.memory,
             self.concurrency, self.cli_scale, self.mlflow_scale, self.callback,
@@ -335,9 +339,14 @@ class Suite:
                tracked: bool = False) -> float:
         argv = [sys.executable, str(app), "-m", *overrides,
                 f"hydra.sweep.dir={self.tmp / 'sweeps' / label}"]
+        env = self.user_env
         if tracked:
-            argv += ["+tracker=sqlite", f"tracker.db={self.tmp / 'sweeps' / (label + '.db')}"]
-        return timed_cmd(argv, app.parent, self.user_env)
+            # the command a user types; the store's path comes from the environment,
+            # as ALIGN_TRACK_DB documents, so both commands carry the same overrides
+            # but the tracker option (each override costs Hydra a parse a compose)
+            argv.append("+tracker=sqlite")
+            env = {**env, "ALIGN_TRACK_DB": str(self.tmp / "sweeps" / (label + ".db"))}
+        return timed_cmd(argv, app.parent, env)
 
     def config_size(self) -> None:
         s = self.sizes

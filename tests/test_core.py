@@ -55,6 +55,44 @@ def test_single_run_records_config_metrics_and_facts(basic: Path) -> None:
     assert summary["metrics"]["loss"] == pytest.approx(0.5 / 3)
 
 
+def _git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid",
+                           *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_git_state_of_the_launch_checkout(basic: Path) -> None:
+    repo = basic.parent
+    _git(repo, "init", "-q", "-b", "trial")
+    _git(repo, "add", "app.py", "config.yaml")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+
+    run_app(basic, "+tracker=sqlite")
+    (repo / "config.yaml").write_text((repo / "config.yaml").read_text() + "\n# edited\n")
+    run_app(basic, "-m", "+tracker=sqlite", "lr=0.1,0.2")
+
+    db = repo / "experiments.db"
+    runs = [_show(db, r["id"]) for r in _runs(db)]
+    states = sorted((r["git"]["dirty"], r["name"]) for r in runs)
+    assert [dirty for dirty, _ in states] == [False, True, True]
+    for run in runs:
+        assert run["git"]["commit"] == head and run["git"]["branch"] == "trial"
+        assert Path(run["git"]["root"]).resolve() == repo.resolve()
+
+
+def test_no_git_state_outside_a_checkout(basic: Path, tmp_path: Path) -> None:
+    env = {"GIT_CEILING_DIRECTORIES": str(tmp_path)}  # stop git looking above
+    run_app(basic, "+tracker=sqlite", env=env)
+
+    db = basic.parent / "experiments.db"
+    [run] = _runs(db)
+    assert _show(db, run["id"])["git"] == {}
+
+
 def test_multirun_records_one_run_per_job_in_one_sweep(basic: Path) -> None:
     run_app(basic, "-m", "+tracker=sqlite", "lr=0.01,0.1", "hidden=32,64")
 

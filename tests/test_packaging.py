@@ -56,9 +56,8 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_contents(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
 
-    assert "align_track/conf/tracker/sqlite.yaml" in names
-    assert "align_track/conf/tracker/mlflow.yaml" in names
-    assert "hydra_plugins/align_track/searchpath.py" in names
+    assert "hydra_plugins/align_track/tracker_options.py" in names
+    assert "align_track/ui/static/index.html" in names
     assert "hydra_plugins/__init__.py" not in names  # a namespace package
 
 

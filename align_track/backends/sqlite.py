@@ -48,6 +48,7 @@ class SQLiteBackend(Backend):
         self._bulk: Any = None
         self._full_batches = 0  # full batches handed over in a row
         self._unsent: List[Tuple[str, List[Point]]] = []  # taken back from the writer
+        self._objects: Any = None  # the artifact store's objects folder, once made
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -263,8 +264,11 @@ class SQLiteBackend(Backend):
         return store.artifact_dir(self.db) / "objects" / sha[:2] / sha
 
     def _store_object(self, path: str) -> Tuple[str, int]:
-        objects = store.artifact_dir(self.db) / "objects"
-        objects.mkdir(parents=True, exist_ok=True)
+        objects = self._objects
+        if objects is None or not objects.is_dir():
+            objects = store.artifact_dir(self.db) / "objects"
+            objects.mkdir(parents=True, exist_ok=True)
+            self._objects = objects
         digest = hashlib.sha256()
         size = 0
         fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
