@@ -180,7 +180,7 @@ def mlflow_peer(p: Dict[str, Any]) -> Dict[str, Any]:
         client = MlflowClient(uri)
         exp = mlflow.set_experiment(f"bench-{label}")
         t0 = time.perf_counter()
-        run = mlflow.start_run(experiment_id=exp.experiment_id)
+        mlflow.start_run(experiment_id=exp.experiment_id)
         mlflow.log_params({"lr": 0.1})
         mlflow.end_run()
         per_run = time.perf_counter() - t0
