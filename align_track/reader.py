@@ -58,7 +58,11 @@ def list_runs(
     sql += " ORDER BY r.started_at DESC, r.key DESC"
     if limit is not None and limit > 0:
         sql += f" LIMIT {int(limit)}"
-    rows = conn.execute(sql, args).fetchall()
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples, made into dicts here: cheaper to read
+    fetched = cur.execute(sql, args).fetchall()
+    names = [d[0] for d in cur.description]
+    rows = [dict(zip(names, row)) for row in fetched]
     if status == "crashed":
         rows = [r for r in rows if _status(r) == "crashed"]
     keys = [r["key"] for r in rows]
@@ -174,8 +178,11 @@ def _metrics_of_rows(conn: sqlite3.Connection, rows: List[Any]) -> Dict[int, Dic
     """Each run's last value of each metric, from the ``metrics_json`` of its ``runs``
     row (one text per run); runs without it (written before it existed) from their
     series rows."""
-    out = {r["key"]: json.loads(r["metrics_json"]) for r in rows
-           if r["metrics_json"] is not None}
+    stored = [(r["key"], r["metrics_json"]) for r in rows
+              if r["metrics_json"] is not None]
+    # one document for the page, as for params
+    page = json.loads("[" + ",".join([text for _, text in stored]) + "]")
+    out = dict(zip([key for key, _ in stored], page))
     missing = [r["key"] for r in rows if r["metrics_json"] is None]
     if missing:
         out.update(_last_metrics_by_run(conn, missing))
