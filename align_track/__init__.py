@@ -59,10 +59,18 @@ def log(
     run = _context._only
     if run is not None and step.__class__ is int and context is None \
             and metrics.__class__ is dict:
-        # The common call, kept short: it runs for every point a job logs. The
-        # writer thread splits the queued copy into points and checks the values.
+        # The common call, kept short: it runs for every point a job logs. Values
+        # are read now: an array or tensor the caller changes later must not change
+        # what was logged.
         now = _now()
-        run._put((metrics.copy(), step, now))
+        append = run._append
+        for name, value in metrics.items():
+            if (value.__class__ is float or value.__class__ is int
+                    and -_context.INT64 <= value < _context.INT64) \
+                    and name.__class__ is str and name:
+                append((name, step, value, now, ""))
+            else:
+                run._log_slow(name, value, step, now, "")
         if now > run._check_at:
             run._backlog(now)
         return

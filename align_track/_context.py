@@ -32,9 +32,7 @@ _only: Optional["Run"] = None
 
 def _refresh_only() -> None:
     global _only
-    only = next(iter(_open.values())) if len(_open) == 1 else None
-    # a strict run checks every value as it is logged, so log() takes the long way
-    _only = None if only is None or only.strict else only
+    _only = next(iter(_open.values())) if len(_open) == 1 else None
 
 
 def bind(run: "Run") -> Any:

@@ -66,11 +66,6 @@ class Run:
         self._tracker = tracker
         self._points: Deque[Point] = collections.deque()
         self._append = self._points.append
-        # log()'s common call only queues (a copy of its dict, step, time); the
-        # writer thread splits the calls into points (see _split).
-        self._calls: Deque[Tuple[Dict[str, Any], int, float]] = collections.deque()
-        self._put = self._calls.append
-        self._split_lock = threading.Lock()
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
         self._auto_steps = False  # set once log() got a point without a step
@@ -128,8 +123,6 @@ class Run:
                 self._warn_once(("step", type(given).__name__), "%s", message)
                 return
         ctx = context_key(context) if context else ""
-        if self._calls:
-            self._split()  # the points of earlier calls go first
         now = time.time()
         append = self._append
         try:
@@ -153,46 +146,17 @@ class Run:
         """Called by log() every CHECK_EVERY seconds at most: a full batch waits, so
         wake the writer; past MAX_PENDING, write here (back-pressure)."""
         self._check_at = now + CHECK_EVERY
-        pending = weight = len(self._points)
-        calls = self._calls
-        if calls:
-            try:
-                width = len(calls[-1][0])  # the calls of a loop are alike
-            except IndexError:  # the writer emptied the queue meanwhile
-                width = 0
-            pending += len(calls) * width
-            # a queued call holds a dict: in memory it weighs about two points more
-            weight += len(calls) * (width + 2)
+        pending = len(self._points)
         if pending <= BATCH:
             return
         wake = self._tracker._wake
         if not wake.is_set():
             wake.set()  # the writer need not sleep out its second
-        if weight > MAX_PENDING:
+        if pending > MAX_PENDING:
             # back-pressure: the producer pays, memory stays bounded. Whole batches
             # only: the rest waits for more points, so a fast loop keeps handing
             # over full batches (and the SQLite store its writer process).
             self._hand_over_whole()
-
-    def _split(self) -> None:
-        """Turn the calls log() queued into points, in the order they were made.
-
-        The queued dicts are copies, so a caller may reuse its dict; their steps
-        are ints. Values and names are checked here, as :meth:`log` checks them.
-        """
-        with self._split_lock:
-            calls = self._calls
-            popleft = calls.popleft
-            append = self._append
-            for _ in range(len(calls)):
-                metrics, step, now = popleft()
-                for name, value in metrics.items():
-                    tv = value.__class__
-                    if (tv is float or tv is int and -INT64 <= value < INT64) \
-                            and name.__class__ is str and name:
-                        append((name, step, value, now, ""))
-                    else:
-                        self._log_slow(name, value, step, now, "")
 
     def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
         if not isinstance(name, str) or not name:
@@ -319,7 +283,6 @@ class Run:
     def _hand_over(self, whole: bool = False) -> None:
         """Pass the buffered points to the backend, a batch at a time (``whole``:
         full batches only)."""
-        self._split()
         while self._points or self._retry:
             if whole and len(self._points) + len(self._retry) < BATCH:
                 return

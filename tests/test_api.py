@@ -111,7 +111,7 @@ def test_strict_raises_on_refused_value(tmp_path: Path) -> None:
 
 
 def test_a_reused_dict_keeps_the_values_of_each_call(tmp_path: Path) -> None:
-    # log() queues its calls for the writer thread: what is stored must be what the
+    # the writer thread stores the points later: what is stored must be what the
     # dict held at the call, not after the caller changed it
     db = tmp_path / "e.db"
     metrics = {"loss": 0.0}
@@ -125,6 +125,22 @@ def test_a_reused_dict_keeps_the_values_of_each_call(tmp_path: Path) -> None:
     got = _read(db)
     assert [p["value"] for p in got["metrics"]["loss"]] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert "late" not in got["metrics"]
+
+
+def test_an_array_changed_in_place_keeps_the_logged_values(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    db = tmp_path / "e.db"
+    one, zero_d = np.zeros(1), np.zeros(())
+    with align_track.track_run("t", db=str(db)):
+        for step in range(4):
+            one[0] = step  # a running value updated in place, as a tensor would be
+            zero_d[...] = 10 * step
+            align_track.log({"one": one, "zero_d": zero_d}, step=step)
+        one[0], zero_d[...] = 999, 999
+
+    got = _read(db)
+    assert [p["value"] for p in got["metrics"]["one"]] == [0.0, 1.0, 2.0, 3.0]
+    assert [p["value"] for p in got["metrics"]["zero_d"]] == [0.0, 10.0, 20.0, 30.0]
 
 
 def test_a_name_that_is_not_a_string_is_skipped_with_a_warning(
