@@ -109,6 +109,13 @@ class Redactor:
                 self._literals.append(value)
         self._literals.sort(key=len, reverse=True)
 
+    def _remember(self, value: str) -> None:
+        """Mask ``value`` wherever it appears from now on: a secret found under its
+        key may turn up later in an error message or a log line."""
+        if len(value) >= MIN_LITERAL and value not in self._literals:
+            self._literals.append(value)
+            self._literals.sort(key=len, reverse=True)
+
     def text(self, text: str) -> str:
         """``text`` with credential-shaped substrings and secret values masked."""
         if not self.enabled:
@@ -182,6 +189,8 @@ class Redactor:
         if secret is None:
             secret = self.secret_key(key)
         if secret and not _is_reference(value):
+            if isinstance(value, str):
+                self._remember(value)
             return MASK
         if isinstance(value, str):
             if self.secret_value(value) or any(lit in value for lit in self._literals):

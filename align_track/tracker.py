@@ -352,8 +352,9 @@ class Run:
             if self._retry:
                 logger.error("%d points of run %s could not be stored", len(self._retry), self.id)
             self.status = status
-            end = RunEnd(status=status, ended_at=time.time(), error=error,
-                         return_value=return_value, dropped=self.dropped)
+            end = RunEnd(status=status, ended_at=time.time(), error=self._masked_error(error),
+                         return_value=self._masked_value(return_value),
+                         dropped=self.dropped)
             try:
                 self.backend.end_run(self.id, end)
             except Exception:
@@ -361,6 +362,19 @@ class Run:
                              exc_info=True)
         self._tracker._forget(self)
         logger.info("run %s %s", self.id, status)
+
+    def _masked_error(self, error: Optional[Dict[str, str]]) -> Optional[Dict[str, str]]:
+        """The error with secrets masked: a message or a traceback may quote a key
+        the job read from its config or the environment."""
+        if not error:
+            return error
+        return {k: self.redactor.text(v) if isinstance(v, str) else v
+                for k, v in error.items()}
+
+    def _masked_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redactor.text(value)
+        return self.redactor.tree(value) if isinstance(value, (dict, list)) else value
 
     def fail(self, exc: BaseException) -> None:
         self.end(FAILED, error=error_info(exc))

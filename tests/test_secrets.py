@@ -48,6 +48,29 @@ def test_no_secret_in_store_or_artifacts(tmp_path: Path) -> None:
     assert "app.log" in {a["name"] for a in run["artifacts"]}  # stored, scrubbed
 
 
+def test_no_secret_in_the_error_or_the_return_value(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    shutil.copytree(APP, app_dir)
+
+    failed = run_app(app_dir / "app.py", "+tracker=sqlite", "+fail=true", env=ENV,
+                     check=False)
+    run_app(app_dir / "app.py", "+tracker=sqlite", "+give_back=true", env=ENV)
+
+    assert failed.returncode != 0
+    for path in _files_written_by_align_track(app_dir):
+        data = path.read_bytes()
+        for secret in SECRETS:
+            assert secret.encode() not in data, f"{secret} leaked into {path}"
+    db = str(app_dir / "experiments.db")
+    returned, raised = (experiments_json("--db", db, "show", r["id"])
+                        for r in experiments_json("--db", db, "list"))
+    assert raised["status"] == "failed"
+    assert raised["error"]["message"] == "auth failed with <redacted> at <redacted>"
+    assert "RuntimeError: auth failed with <redacted>" in raised["error"]["traceback"]
+    assert returned["return_value"] == {"used": "<redacted>", "password": "<redacted>",
+                                        "summary": "<redacted>"}
+
+
 def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> None:
     app_dir = tmp_path / "app"
     shutil.copytree(APP, app_dir)

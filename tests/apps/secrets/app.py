@@ -10,13 +10,20 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base=None, config_path=".", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> object:
     assert cfg.llm.api_key.startswith("sk-")
     log.info("calling %s with key %s via %s", cfg.llm.model, cfg.llm.api_key,
              cfg.llm.endpoint_key_source)
     align_track.log({"score": 1.0}, step=0)
     align_track.log_params({"service": {"auth_token": cfg.llm.api_key}})
     align_track.set_tags(endpoint_token=cfg.llm.api_key)
+    if cfg.get("fail"):  # an error message that quotes secrets
+        raise RuntimeError(f"auth failed with {cfg.service.password} "
+                           f"at {cfg.llm.endpoint_key_source}")
+    if cfg.get("give_back"):  # a return value that holds them
+        return {"used": cfg.llm.endpoint_key_source, "password": cfg.service.password,
+                "summary": f"ok with {cfg.llm.api_key}"}
+    return None
 
 
 if __name__ == "__main__":
