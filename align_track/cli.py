@@ -107,6 +107,9 @@ def _parser(only: Optional[str] = None) -> argparse.ArgumentParser:
     )
     db_help = f"the store (default: ${DB_VAR}, else ./experiments.db)"
     parser.add_argument("--db", help=db_help)
+    from align_track import __version__
+
+    parser.add_argument("--version", action="version", version=f"align-track {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
@@ -514,7 +517,12 @@ def _cell(value: Any, width: int = CELL) -> str:
     if value is None:
         text = "null"
     elif isinstance(value, float):
-        text = "nan" if math.isnan(value) else f"{value:.6g}"
+        if math.isnan(value):
+            text = "nan"
+        elif value.is_integer() and abs(value) < 1e15:
+            text = str(int(value))  # a count such as 1999999, not 2e+06
+        else:
+            text = f"{value:.6g}"
     elif isinstance(value, (list, dict)):
         text = json.dumps(value, default=str, ensure_ascii=False)
     else:

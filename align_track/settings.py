@@ -117,8 +117,10 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
         try:
             values[name] = _convert(value, _TYPES[name])
         except (TypeError, ValueError) as exc:
+            hint = (f"; write a list, as in tracker.{name}=[{value}]"
+                    if "List[" in _TYPES[name] and isinstance(value, str) else "")
             raise AlignTrackConfigError(
-                f"tracker.{name}: {exc} (expected {_TYPES[name]})") from None
+                f"tracker.{name}: {exc} (expected {_TYPES[name]}){hint}") from None
     settings = TrackerSettings(**values)
     if settings.redact:
         import re
@@ -130,11 +132,31 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
                 raise AlignTrackConfigError(
                     f"tracker.redact: {pattern!r} is not a regular expression ({exc})"
                 ) from None
+    _warn_other_backends(raw, settings.backend)
     if settings.flush_interval <= 0:
         raise AlignTrackConfigError(
             f"tracker.flush_interval={settings.flush_interval} must be > 0 seconds"
         )
     return settings
+
+
+_warned_keys: set = set()
+
+
+def _warn_other_backends(raw: Mapping[str, Any], backend: str) -> None:
+    """Say (once per key) that a setting of another backend has no effect."""
+    defaults = _DEFAULTS
+    for other, keys in BACKEND_FIELDS.items():
+        for key in keys:
+            if other != backend and key in raw and raw[key] != defaults[key] \
+                    and (key, backend) not in _warned_keys:
+                _warned_keys.add((key, backend))
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "tracker.%s is a setting of the %s backend; with tracker.backend=%s "
+                    "it has no effect\n  use +tracker=%s to track with %s", key, other,
+                    backend, other, other)
 
 
 def as_dict(settings: TrackerSettings) -> Dict[str, Any]:
@@ -149,6 +171,10 @@ BACKEND_FIELDS = {
     "aim": ("repo", "system_tracking_interval", "log_system_params"),
     "clearml": ("project", "task_name", "offline", "output_uri"),
 }
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrackerSettings)
+             if f.default is not dataclasses.MISSING}
 
 
 def register_options() -> None:

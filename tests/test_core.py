@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import align_track
 from conftest import experiments, experiments_json, run_app
 
 APPS = Path(__file__).parent / "apps"
@@ -215,6 +216,14 @@ def test_bad_settings_fail_at_start(basic: Path, override: str, message: str) ->
     assert not (basic.parent / "experiments.db").exists()
 
 
+def test_a_setting_of_another_backend_is_named(basic: Path) -> None:
+    proc = run_app(basic, "+tracker=sqlite", "+tracker.repo=aim-repo")
+
+    assert "tracker.repo is a setting of the aim backend" in proc.stderr + proc.stdout
+    assert "+tracker=aim" in proc.stderr + proc.stdout
+    assert len(_runs(basic.parent / "experiments.db")) == 1  # the job still ran, tracked
+
+
 def test_unknown_tracker_option_lists_the_choices(basic: Path) -> None:
     proc = run_app(basic, "+tracker=mlfow", check=False)
 
@@ -234,6 +243,16 @@ def test_callback_written_by_hand(tmp_path: Path) -> None:
 
     [run] = _runs(app_dir / "hand.db")
     assert run["experiment"] == "by-hand"
+
+
+def test_cli_version_and_whole_numbers_in_tables(tmp_path: Path) -> None:
+    assert experiments("--version").stdout.strip() == f"align-track {align_track.__version__}"
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)) as run:
+        align_track.log({"tokens": 1999999.0, "loss": 0.25}, step=0)  # a count as a float
+
+    shown = experiments("--db", str(db), "show", run.id).stdout
+    assert "1999999" in shown and "2e+06" not in shown and "0.25" in shown
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
