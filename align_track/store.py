@@ -455,11 +455,24 @@ SERIES_SUMMARY = ("SELECT name, context, last_value FROM series WHERE run_key = 
 
 
 def metric_key(name: str, context: str) -> str:
-    """``name`` alone, or ``name[k=v,...]`` for a point logged with a context."""
+    """``name`` alone, or ``name[k=v,...]`` for a point logged with a context.
+
+    A context value is shown bare when it is a plain word (``subset=val``); any
+    other value is shown as JSON (``fold=1``, ``tag="1"``, ``note="a,b=c"``), so
+    two different contexts never get the same key.
+    """
     if not context:
         return name
     ctx = json.loads(context)
-    return f"{name}[{','.join(f'{k}={v}' for k, v in ctx.items())}]"
+    return f"{name}[{','.join(f'{k}={_context_value(v)}' for k, v in ctx.items())}]"
+
+
+def _context_value(value: Any) -> str:
+    if isinstance(value, str) and value and value[0].isalpha() \
+            and value not in ("true", "false", "null") \
+            and all(c.isalnum() or c in "_-./" for c in value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
 
 
 def metrics_json(series: Any) -> str:

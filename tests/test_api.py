@@ -161,6 +161,24 @@ def test_a_name_that_is_not_a_string_is_skipped_with_a_warning(
             align_track.log({3: 1.0}, step=0)  # type: ignore[dict-item]
 
 
+def test_contexts_that_print_alike_stay_apart(tmp_path: Path) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("t", db=str(db)):
+        align_track.log({"c": 1.0}, step=0, context={"a": 1})
+        align_track.log({"c": 2.0}, step=0, context={"a": "1"})
+        align_track.log({"c": 3.0}, step=0, context={"a": "x", "b": "y"})
+        align_track.log({"c": 4.0}, step=0, context={"a": "x,b=y"})
+        align_track.log({"c": 5.0}, step=0, context={"subset": "val"})
+
+    got = _read(db)
+    assert {k: [p["value"] for p in v] for k, v in got["metrics"].items()} == {
+        "c[a=1]": [1.0], 'c[a="1"]': [2.0], "c[a=x,b=y]": [3.0], 'c[a="x,b=y"]': [4.0],
+        "c[subset=val]": [5.0]}
+    conn = store.connect_readonly(str(db))
+    [summary] = reader.list_runs(conn)
+    assert len(summary["metrics"]) == 5
+
+
 def test_steps_follow_the_order_of_the_calls(tmp_path: Path) -> None:
     # calls with a step and calls without one reach the buffer by two paths
     db = tmp_path / "e.db"
