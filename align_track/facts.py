@@ -101,7 +101,7 @@ def _read_git(directory: str) -> Dict[str, Any]:
     status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     return {
         "commit": commit,
-        "branch": branch,
+        "branch": None if branch == "HEAD" else branch,  # a detached HEAD has none
         "dirty": bool(status) if status is not None else None,
         "root": root,
     }

@@ -145,7 +145,6 @@ class SpoolingBackend(Backend):
     def __init__(self, inner: Backend, spool: Spool, backend: str, kwargs: Mapping[str, Any]):
         self.inner = inner
         self.name = inner.name
-        self.location = inner.location
         self.spool = spool
         self.target = f"{backend}:{inner.location}"
         self._backend = backend
@@ -153,6 +152,12 @@ class SpoolingBackend(Backend):
         self._spooled: set = set()
         self._down = False
         self._warned = False
+
+    @property  # type: ignore[override]
+    def location(self) -> str:
+        # the inner backend may learn where it writes only when it opens (ClearML
+        # finds out there whether it runs offline)
+        return self.inner.location
 
     def open(self) -> None:
         try:
