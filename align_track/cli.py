@@ -279,7 +279,8 @@ def cmd_show(args: argparse.Namespace) -> None:
         lines.append(f"overrides  {' '.join(run['overrides'])}")
     git = run["git"]
     if git:
-        lines.append(f"git        {git.get('commit', '')[:12]} on {git.get('branch')}"
+        lines.append(f"git        {git.get('commit', '')[:12]} on "
+                     f"{git.get('branch') or 'a detached HEAD'}"
                      f"{' (dirty)' if git.get('dirty') else ''}")
     env = run["env"]
     if env:

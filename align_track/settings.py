@@ -133,9 +133,10 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
                     f"tracker.redact: {pattern!r} is not a regular expression ({exc})"
                 ) from None
     _warn_other_backends(raw, settings.backend)
-    if settings.flush_interval <= 0:
+    if not 0 < settings.flush_interval < float("inf"):
         raise AlignTrackConfigError(
-            f"tracker.flush_interval={settings.flush_interval} must be > 0 seconds"
+            f"tracker.flush_interval={settings.flush_interval} must be a number of "
+            "seconds > 0"
         )
     return settings
 

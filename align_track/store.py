@@ -457,17 +457,23 @@ SERIES_SUMMARY = ("SELECT name, context, last_value FROM series WHERE run_key = 
 def metric_key(name: str, context: str) -> str:
     """``name`` alone, or ``name[k=v,...]`` for a point logged with a context.
 
-    A context value is shown bare when it is a plain word (``subset=val``); any
-    other value is shown as JSON (``fold=1``, ``tag="1"``, ``note="a,b=c"``), so
-    two different contexts never get the same key.
+    A part is shown bare when it is a plain word (``acc[subset=val]``); any other
+    part is shown as JSON (``acc[fold=1]``, ``acc[tag="1"]``, ``"acc[a=1]"`` for a
+    name with brackets), so no two series share a key.
     """
+    shown = name if _plain_name(name) else json.dumps(name, ensure_ascii=False)
     if not context:
-        return name
+        return shown
     ctx = json.loads(context)
-    return f"{name}[{','.join(f'{k}={_context_value(v)}' for k, v in ctx.items())}]"
+    pairs = ",".join(f"{_shown(str(k))}={_shown(v)}" for k, v in ctx.items())
+    return f"{shown}[{pairs}]"
 
 
-def _context_value(value: Any) -> str:
+def _plain_name(name: str) -> bool:
+    return bool(name) and not any(c in name for c in '[]"')
+
+
+def _shown(value: Any) -> str:
     if isinstance(value, str) and value and value[0].isalpha() \
             and value not in ("true", "false", "null") \
             and all(c.isalnum() or c in "_-./" for c in value):

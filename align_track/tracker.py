@@ -68,6 +68,7 @@ class Run:
         self._append = self._points.append
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
+        self._series_masks: Dict[str, str] = {}  # name or context -> as stored
         self._auto_steps = False  # set once log() got a point without a step
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
@@ -193,7 +194,8 @@ class Run:
         """Add flat params (dotted keys); a key already set takes the new value."""
         from align_track.flatten import flatten
 
-        flat = self.redactor.flat(flatten(params))
+        text = self.redactor.text
+        flat = self.redactor.flat({text(k): v for k, v in flatten(params).items()})
         for key in flat:
             if key in self.record.params and self.record.params[key] != flat[key]:
                 logger.warning("param %r was %r and is now %r (the captured config "
@@ -204,7 +206,8 @@ class Run:
     def set_tags(self, tags: Optional[Mapping[str, Any]] = None, **more: Any) -> None:
         """Set tags, e.g. ``set_tags(model="bert")``. Values are stored as text."""
         merged = {**(tags or {}), **more}
-        clean = self.redactor.flat({str(k): str(v) for k, v in merged.items()})
+        text = self.redactor.text
+        clean = self.redactor.flat({text(str(k)): str(v) for k, v in merged.items()})
         self.record.tags.update(clean)
         self._call("set_tags", clean)
 
@@ -227,7 +230,7 @@ class Run:
         if not src.exists():
             logger.warning("artifact %s does not exist; nothing stored", src)
             return []
-        base = artifact_name(name or src.resolve().name, src)
+        base = self.redactor.text(artifact_name(name or src.resolve().name, src))
         if src.is_file():
             files = [(src, base)]
         else:
@@ -239,7 +242,8 @@ class Run:
                 if p.is_symlink() and not _inside(p.resolve(), root):
                     logger.warning("artifact %s links outside %s; not stored", p, src)
                     continue
-                files.append((p, f"{base}/{p.relative_to(src).as_posix()}"))
+                inner = self.redactor.text(p.relative_to(src).as_posix())
+                files.append((p, f"{base}/{inner}"))
         stored = []
         for file, file_name in files:
             info = self._call("log_artifact", str(file), file_name)
@@ -290,7 +294,8 @@ class Run:
             self._retry = []
             popleft = self._points.popleft
             fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
-            batch.extend(self._steps_in_range(self._number_steps(fresh)))
+            fresh = self._steps_in_range(self._number_steps(fresh))
+            batch.extend(self._masked_series(fresh))
             try:
                 self.backend.log_metrics(self.id, batch)
             except Exception as exc:
@@ -299,6 +304,23 @@ class Run:
                                 "run %s: %s (kept in memory, retried)",
                                 self.backend.name, len(batch), self.id, exc)
                 return
+
+    def _masked_series(self, batch: List[Point]) -> List[Point]:
+        """The batch with secrets masked in metric names and contexts (a name built
+        from a value the config read, say). Each distinct name and context is checked
+        once per run; a batch is copied only when one of them changes."""
+        if not batch or not self.redactor.enabled:
+            return batch
+        seen = self._series_masks
+        texts = set(map(_NAME, batch))
+        texts.update(map(_CTX, batch))
+        for text in texts:
+            if text not in seen:
+                seen[text] = self.redactor.text(text) if text else text
+        if all(seen[t] == t for t in texts):
+            return batch
+        return [(seen[name], step, value, ts, seen[ctx])
+                for name, step, value, ts, ctx in batch]
 
     def _steps_in_range(self, batch: List[Point]) -> List[Point]:
         """Drop (and count) points whose step no store can hold: one such point

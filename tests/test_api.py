@@ -169,14 +169,16 @@ def test_contexts_that_print_alike_stay_apart(tmp_path: Path) -> None:
         align_track.log({"c": 3.0}, step=0, context={"a": "x", "b": "y"})
         align_track.log({"c": 4.0}, step=0, context={"a": "x,b=y"})
         align_track.log({"c": 5.0}, step=0, context={"subset": "val"})
+        align_track.log({"c": 6.0}, step=0, context={"a=x,b": "y"})
+        align_track.log({"c[a=1]": 7.0}, step=0)  # a name that looks like a context
 
     got = _read(db)
     assert {k: [p["value"] for p in v] for k, v in got["metrics"].items()} == {
         "c[a=1]": [1.0], 'c[a="1"]': [2.0], "c[a=x,b=y]": [3.0], 'c[a="x,b=y"]': [4.0],
-        "c[subset=val]": [5.0]}
+        "c[subset=val]": [5.0], 'c["a=x,b"=y]': [6.0], '"c[a=1]"': [7.0]}
     conn = store.connect_readonly(str(db))
     [summary] = reader.list_runs(conn)
-    assert len(summary["metrics"]) == 5
+    assert len(summary["metrics"]) == 7
 
 
 def test_steps_follow_the_order_of_the_calls(tmp_path: Path) -> None:

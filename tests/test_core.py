@@ -207,7 +207,8 @@ def test_defaults_list_and_group_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize("override, message", [
     ("+tracker.dbb=x.db", "tracker.dbb is not a tracker setting; accepted keys: backend"),
     ("tracker.flush_interval=fast", "flush_interval"),
-], ids=["misspelt-key", "bad-type"])
+    ("tracker.flush_interval=inf", "must be a number of seconds > 0"),
+], ids=["misspelt-key", "bad-type", "infinite"])
 def test_bad_settings_fail_at_start(basic: Path, override: str, message: str) -> None:
     proc = run_app(basic, "+tracker=sqlite", override, check=False)
 

@@ -71,6 +71,23 @@ def test_no_secret_in_the_error_or_the_return_value(tmp_path: Path) -> None:
                                         "summary": "<redacted>"}
 
 
+def test_no_secret_in_names_keys_or_contexts(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    shutil.copytree(APP, app_dir)
+
+    run_app(app_dir / "app.py", "+tracker=sqlite", "+names=true", env=ENV)
+
+    for path in _files_written_by_align_track(app_dir):
+        assert GATEWAY.encode() not in path.read_bytes(), f"leaked into {path}"
+        assert GATEWAY not in str(path)
+    db = str(app_dir / "experiments.db")
+    run = experiments_json("--db", db, "show", experiments_json("--db", db, "list")[0]["id"])
+    assert run["metrics"]["m_<redacted>[via=\"<redacted>\"]"][0]["value"] == 1.0
+    assert run["tags"]["tag_<redacted>"] == "v"
+    assert run["params"]["p_<redacted>"] == 1
+    assert "notes_<redacted>.txt" in {a["name"] for a in run["artifacts"]}
+
+
 def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> None:
     app_dir = tmp_path / "app"
     shutil.copytree(APP, app_dir)

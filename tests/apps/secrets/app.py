@@ -17,6 +17,14 @@ def main(cfg: DictConfig) -> object:
     align_track.log({"score": 1.0}, step=0)
     align_track.log_params({"service": {"auth_token": cfg.llm.api_key}})
     align_track.set_tags(endpoint_token=cfg.llm.api_key)
+    if cfg.get("names"):  # a secret read from the environment, built into names
+        gateway = cfg.llm.endpoint_key_source
+        align_track.log({f"m_{gateway}": 1.0}, step=0, context={"via": gateway})
+        align_track.set_tags(**{f"tag_{gateway}": "v"})
+        align_track.log_params({f"p_{gateway}": 1})
+        with open("notes.txt", "w") as fh:
+            fh.write("nothing secret\n")
+        align_track.log_artifact("notes.txt", name=f"notes_{gateway}.txt")
     if cfg.get("fail"):  # an error message that quotes secrets
         raise RuntimeError(f"auth failed with {cfg.service.password} "
                            f"at {cfg.llm.endpoint_key_source}")
