@@ -47,10 +47,10 @@ def select(config: DictConfig, key: str, default: Any = None) -> Any:
 _NOT_PLAIN = object()
 
 
-def _plain_leaf(config: DictConfig, key: str) -> Any:
-    """The value at ``key`` when it is a plain stored value (no interpolation, not
-    missing, not a container), read straight from the nodes; else _NOT_PLAIN. A
-    job reads a dozen such keys of the hydra node, and OmegaConf.select costs more."""
+def _stored(config: DictConfig, key: str) -> Any:
+    """What the node at ``key`` holds, unresolved, read straight from the nodes;
+    None where a node on the way is missing; _NOT_PLAIN where the way is not a
+    chain of mappings or the node holds no plain value (a container, an enum)."""
     node: Any = config
     try:
         for part in key.split("."):
@@ -61,10 +61,18 @@ def _plain_leaf(config: DictConfig, key: str) -> Any:
     except Exception:  # a list index, or a node of another kind: the general path
         return _NOT_PLAIN
     if isinstance(value, (str, int, float, bool)) or value is None:
-        if isinstance(value, str) and ("${" in value or value == "???"):
-            return _NOT_PLAIN
         return value
     return _NOT_PLAIN
+
+
+def _plain_leaf(config: DictConfig, key: str) -> Any:
+    """The value at ``key`` when it is a plain stored value (no interpolation, not
+    missing, not a container); else _NOT_PLAIN. A job reads a dozen such keys of
+    the hydra node, and OmegaConf.select costs more."""
+    value = _stored(config, key)
+    if isinstance(value, str) and ("${" in value or value == "???"):
+        return _NOT_PLAIN
+    return value
 
 
 def forget_job() -> None:
@@ -236,13 +244,7 @@ _DEFAULT_LOG_FILE = "${hydra.runtime.output_dir}/${hydra.job.name}.log"
 def _log_file_name(config: DictConfig, out_dir: str) -> Optional[str]:
     """``hydra.job_logging.handlers.file.filename``; Hydra's default is filled in
     here, as resolving it through OmegaConf costs milliseconds a job."""
-    try:
-        node = config._get_node("hydra")._get_node("job_logging")
-        node = node._get_node("handlers")._get_node("file")._get_node("filename")
-        text = node._value() if node is not None else None
-    except Exception:  # no such node, or not a mapping on the way
-        text = None
-    if text == _DEFAULT_LOG_FILE:
+    if _stored(config, "hydra.job_logging.handlers.file.filename") == _DEFAULT_LOG_FILE:
         return f"{out_dir}/{select(config, 'hydra.job.name')}.log"
     return select(config, "hydra.job_logging.handlers.file.filename")
 

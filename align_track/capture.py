@@ -78,8 +78,6 @@ def mentions_env(node: Any) -> bool:
     return False
 
 
-
-
 def dump_yaml(data: Any) -> str:
     """YAML text of plain containers; PyYAML's C dumper where available (OmegaConf's
     own dumper costs seconds on a config of thousands of leaves)."""

@@ -82,7 +82,7 @@ def git_state(directory: str) -> Dict[str, Any]:
     """
     directory = os.path.abspath(directory)
     pending = _git_pending.pop(directory, None)
-    if pending is not None and pending.ident != threading.get_ident():
+    if pending is not None:
         pending.join()
     if directory not in _git_cache:
         _git_cache[directory] = _read_git(directory)

@@ -119,16 +119,21 @@ def _rows(conn: sqlite3.Connection, sql: str, args: Sequence[Any]) -> List[tuple
     return cur.execute(sql, args).fetchall()
 
 
+def _page_documents(rows: Sequence[Any], column: str) -> Dict[int, Any]:
+    """The JSON text in ``column`` of each row that has one, decoded, by run key:
+    the page's texts are decoded as one document (its keys are read once, not once
+    per run)."""
+    stored = [(r["key"], r[column]) for r in rows if r[column] is not None]
+    page = json.loads("[" + ",".join([text for _, text in stored]) + "]")
+    return dict(zip([key for key, _ in stored], page))
+
+
 def _params_of_rows(conn: sqlite3.Connection,
                     rows: Sequence[Any]) -> Dict[int, Dict[str, Any]]:
-    """Each run's params, by run key, from the ``params_json`` of its ``runs`` row
-    (one :func:`json.loads` per run); from the params rows where that is NULL."""
-    stored = [(r["key"], r["params_json"]) for r in rows
-              if r["params_json"] is not None]
-    # one document for the page: its keys are read once, not once per run
-    page = json.loads("[" + ",".join([text for _, text in stored]) + "]")
-    out = dict(zip([key for key, _ in stored], page))
-    if len(stored) < len(rows):
+    """Each run's params, by run key, from the ``params_json`` of its ``runs`` row;
+    from the params rows where that is NULL."""
+    out = _page_documents(rows, "params_json")
+    if len(out) < len(rows):
         out.update(_params_by_run(conn, [r["key"] for r in rows
                                          if r["params_json"] is None]))
     return out
@@ -178,11 +183,7 @@ def _metrics_of_rows(conn: sqlite3.Connection, rows: List[Any]) -> Dict[int, Dic
     """Each run's last value of each metric, from the ``metrics_json`` of its ``runs``
     row (one text per run); runs without it (written before it existed) from their
     series rows."""
-    stored = [(r["key"], r["metrics_json"]) for r in rows
-              if r["metrics_json"] is not None]
-    # one document for the page, as for params
-    page = json.loads("[" + ",".join([text for _, text in stored]) + "]")
-    out = dict(zip([key for key, _ in stored], page))
+    out = _page_documents(rows, "metrics_json")
     missing = [r["key"] for r in rows if r["metrics_json"] is None]
     if missing:
         out.update(_last_metrics_by_run(conn, missing))

@@ -104,14 +104,14 @@ class Redactor:
 
         for name in names:
             value = os.environ.get(name)
-            if (self.enabled and name not in ENV_ALLOWED and value
-                    and len(value) >= MIN_LITERAL and value not in self._literals):
-                self._literals.append(value)
-        self._literals.sort(key=len, reverse=True)
+            if self.enabled and name not in ENV_ALLOWED and value:
+                self._remember(value)
 
     def _remember(self, value: str) -> None:
-        """Mask ``value`` wherever it appears from now on: a secret found under its
-        key may turn up later in an error message or a log line."""
+        """Mask ``value`` wherever it appears from now on (an environment variable
+        the config reads, or a secret found under its key: it may turn up later in
+        an error message or a log line). Longest first, so that no shorter secret
+        masks part of a longer one."""
         if len(value) >= MIN_LITERAL and value not in self._literals:
             self._literals.append(value)
             self._literals.sort(key=len, reverse=True)

@@ -6,7 +6,14 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from align_track.errors import AlignTrackConfigError
 
-BACKENDS = ("sqlite", "aim", "mlflow", "clearml")
+#: The settings of one backend only; every option holds the others.
+BACKEND_FIELDS = {
+    "sqlite": ("db",),
+    "aim": ("repo", "system_tracking_interval", "log_system_params"),
+    "mlflow": ("tracking_uri",),
+    "clearml": ("project", "task_name", "offline", "output_uri"),
+}
+BACKENDS = tuple(BACKEND_FIELDS)
 
 
 @dataclasses.dataclass
@@ -51,6 +58,8 @@ class TrackerSettings:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(TrackerSettings))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrackerSettings)
+             if f.default is not dataclasses.MISSING}
 #: Each setting's type, as written in the class (annotations are text here).
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrackerSettings)}
 _TRUE = ("true", "yes", "on", "1")
@@ -146,10 +155,9 @@ _warned_keys: set = set()
 
 def _warn_other_backends(raw: Mapping[str, Any], backend: str) -> None:
     """Say (once per key) that a setting of another backend has no effect."""
-    defaults = _DEFAULTS
     for other, keys in BACKEND_FIELDS.items():
         for key in keys:
-            if other != backend and key in raw and raw[key] != defaults[key] \
+            if other != backend and key in raw and raw[key] != _DEFAULTS[key] \
                     and (key, backend) not in _warned_keys:
                 _warned_keys.add((key, backend))
                 import logging
@@ -165,19 +173,6 @@ def as_dict(settings: TrackerSettings) -> Dict[str, Any]:
     return {name: getattr(settings, name) for name in FIELDS}
 
 
-#: The settings of one backend only; every option has the others.
-BACKEND_FIELDS = {
-    "sqlite": ("db",),
-    "mlflow": ("tracking_uri",),
-    "aim": ("repo", "system_tracking_interval", "log_system_params"),
-    "clearml": ("project", "task_name", "offline", "output_uri"),
-}
-
-
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrackerSettings)
-             if f.default is not dataclasses.MISSING}
-
-
 def register_options() -> None:
     """Put the ``tracker`` config group (one option per backend) in Hydra's
     ConfigStore.
@@ -187,7 +182,7 @@ def register_options() -> None:
     under ``hydra.callbacks.tracker``. The nodes are plain mappings, without the
     other backends' settings: Hydra composes them twice a job in a sweep, and each
     key, a typed node or a schema in a defaults list adds to that every time. The
-    types are checked once per process, by :func:`parse_settings`.
+    types are checked by :func:`parse_settings` when the callback reads them.
     """
     from hydra.core.config_store import ConfigStore
 

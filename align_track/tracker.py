@@ -316,7 +316,7 @@ class Run:
         texts.update(map(_CTX, batch))
         for text in texts:
             if text not in seen:
-                seen[text] = self.redactor.text(text) if text else text
+                seen[text] = self.redactor.text(text)
         if all(seen[t] == t for t in texts):
             return batch
         return [(seen[name], step, value, ts, seen[ctx])
