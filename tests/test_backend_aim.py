@@ -225,6 +225,55 @@ def test_backend_api_round_trip(tmp_path: Path, new_repo: Any):
     assert metrics[(bad.hash, "count", ())][1] == [float(2**70)]
 
 
+def test_batches_read_back_as_aims_own_track_stores_them(tmp_path: Path, new_repo: Any):
+    """The backend stores a batch's values in bulk and each sequence's summary once;
+    Aim must read back the same series and summaries (last, min, max, first) as for
+    a run whose points went through ``Run.track`` one by one."""
+    points = [("loss", s, v, 1000.0 + s, ctx) for s, v, ctx in [
+        (0, 0.9, ""), (1, 0.5, ""), (3, 0.7, ""), (2, 0.2, ""), (3, 0.4, ""),
+        (0, float("nan"), '{"subset":"val"}'), (1, 1.5, '{"subset":"val"}'),
+        (2, -3.0, '{"subset":"val"}'), (1, 0.1, '{"subset":"val"}'),
+    ]] + [("acc", s, s / 10, 2000.0 + s, "") for s in range(6)]
+    ours = AimBackend(repo=str(new_repo(tmp_path / "ours")))
+    ours.open()
+    ours.start_run(RunRecord(id="batched", experiment="eq", name="batched", started_at=1.0))
+    ours.log_metrics("batched", points[:4])  # a sequence that goes on in a later batch
+    ours.log_metrics("batched", points[4:])
+    ours.end_run("batched", RunEnd(status=FINISHED, ended_at=2.0))
+    ours.close()
+    reference = aim.Run(repo=str(new_repo(tmp_path / "reference")), experiment="eq",
+                        system_tracking_interval=None, log_system_params=False,
+                        capture_terminal_logs=False)
+    for name, step, value, _wall, ctx in points:
+        reference.track(value, name=name, step=step, context=json.loads(ctx) if ctx else None)
+
+    def read(run: Any) -> Dict[tuple, Any]:
+        series = {(m.name, tuple(sorted(m.context.to_dict().items()))):
+                  m.data.items_list()[0:2] for m in run.metrics()}
+        summary = {(t["name"], tuple(sorted(t["context"].items()))):
+                   {k: v for k, v in t["values"].items()
+                    if k in ("last", "last_step", "first", "first_step", "min", "max")}
+                   for t in run.collect_sequence_info("metric")["metric"]}
+        return {key: (list(steps), list(values), summary[key])
+                for key, (steps, (values, _epochs, _times)) in series.items()}
+
+    expected = read(reference)  # Aim indexes a run only in `aim up`; read it open
+    reference.close()
+    got = read(runs_of(aim.Repo(str(tmp_path / "ours")), 'run.align_track_id == "batched"')[0])
+    assert set(got) == set(expected) == {("loss", ()), ("loss", (("subset", "val"),)),
+                                         ("acc", ())}
+    for key, (steps, values, summary) in expected.items():
+        assert got[key][0] == steps, key
+        assert same(got[key][1], values), key
+        assert set(got[key][2]) == set(summary), key
+        for field, value in summary.items():
+            assert same([got[key][2][field]], [value]), (key, field)
+    # the data covers a step written twice (the series keeps the later value; Aim's
+    # summary keeps the first value stored at the highest step)
+    assert expected[("loss", ())][0:2] == ([0, 1, 2, 3], [0.9, 0.5, 0.2, 0.4])
+    assert expected[("loss", ())][2]["last"] == 0.7
+
+
 # -- Hydra apps in subprocesses -----------------------------------------------------
 
 

@@ -296,11 +296,13 @@ class AimBackend(Backend):
             self._run(run_id)  # raises KeyError
             return
         contexts: Dict[str, Optional[Dict[str, Any]]] = {}
+        values = []
         for name, step, value, wall, ctx in points:
             context = contexts.get(ctx)
             if context is None and ctx not in contexts:
                 context = contexts[ctx] = to_aim(json.loads(ctx)) if ctx else None
-            track(float(value), name, step, wall, context)
+            values.append((float(value), name, step, wall, context))
+        track(values)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Merge dotted params into ``run["hparams"]`` at their nested place."""
@@ -424,25 +426,106 @@ class AimBackend(Backend):
         return f"{where} (run {run.hash})" if run is not None else where
 
 
-def _tracker_for(run: Any) -> Callable[[float, str, int, float, Any], None]:
-    """A function that tracks one value with its own wall time when Aim allows it.
+def _tracker_for(run: Any) -> Callable[[List[Tuple[float, str, int, float, Any]]], None]:
+    """A function that tracks a batch of ``(value, name, step, wall, context)``.
 
-    ``run.track`` stamps each value with the time of the call; the background writer
-    calls it up to a flush interval after ``log()``. Aim's tracker takes the time as
-    an argument, so it is used when its signature is the known one.
+    ``run.track`` stamps each value with the time of the call, while the background
+    writer calls it up to a flush interval after ``log()``; and it updates the
+    sequence's summary (last value, last step, min, max) once per value. Where Aim's
+    tracker has the known shape, the batch goes through its own steps instead: each
+    sequence's first value of the batch as ``run.track`` stores it, the rest as
+    values only, and the summary once per sequence per batch. A remote repo gets the
+    batch as one message.
     """
-    inner = getattr(getattr(run, "_tracker", None), "_track", None)
-    try:
-        params = list(inspect.signature(inner).parameters) if inner else []
-    except (TypeError, ValueError):
-        params = []
-    if params[:5] == ["value", "track_time", "name", "step", "epoch"]:
-        def track(value: float, name: str, step: int, wall: float, ctx: Any) -> None:
-            inner(value, wall, name, step, None, context=ctx)
-    else:
-        def track(value: float, name: str, step: int, wall: float, ctx: Any) -> None:
-            run.track(value, name=name, step=step, context=ctx)
+    tracker = getattr(run, "_tracker", None)
+    if tracker is not None and all(hasattr(tracker, name) for name in _TRACKER_STEPS) \
+            and hasattr(run.repo, "atomic_track") and _params_of(tracker._track)[:5] == [
+                "value", "track_time", "name", "step", "epoch"]:
+        return _BatchTracker(run, tracker)
+
+    def track(values: List[Tuple[float, str, int, float, Any]]) -> None:
+        for value, name, step, _wall, context in values:
+            run.track(value, name=name, step=step, context=context)
     return track
+
+
+#: What :class:`_BatchTracker` uses of ``aim.sdk.tracker.RunTracker`` (aim 3.17-3.29).
+_TRACKER_STEPS = ("_track", "sequence_infos", "meta_run_tree", "_init_sequence_info",
+                  "_update_context_data", "_update_sequence_info", "_add_value")
+
+
+def _params_of(fn: Any) -> List[str]:
+    try:
+        return list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+class _BatchTracker:
+    """Tracks a batch of values the way ``run.track`` would, value by value, but
+    with one summary update per sequence."""
+
+    def __init__(self, run: Any, tracker: Any):
+        from aim.storage.context import Context
+
+        self._context_of = Context
+        self._run = run
+        self._tracker = tracker
+
+    def __call__(self, values: List[Tuple[float, str, int, float, Any]]) -> None:
+        tracker = self._tracker
+        by_sequence: Dict[Tuple[int, str], List[Tuple[float, int, float]]] = {}
+        contexts: Dict[int, Any] = {}  # by id(): log_metrics passes one dict per context
+        for value, name, step, wall, context in values:
+            key = id(context)
+            if key not in contexts:
+                contexts[key] = self._context_of(context or {})
+            by_sequence.setdefault((key, name), []).append((value, step, wall))
+        # one batch for a remote repo (Aim's own atomic_track must not nest: an
+        # inner one would drop what the outer one holds, so its steps are used here)
+        with self._run.repo.atomic_track(tracker.hash):
+            for (key, name), seq_values in by_sequence.items():
+                ctx = contexts[key]
+                seq = tracker.sequence_infos[ctx.idx, name]
+                rest = iter(seq_values)
+                for value, step, wall in rest:
+                    # as RunTracker._track: the sequence and its context made known,
+                    # the value's type checked, the summary updated, the value stored
+                    if not seq.initialized:
+                        tracker._init_sequence_info(ctx.idx, name, value)
+                    tracker._update_context_data(ctx)
+                    tracker._update_sequence_info(ctx.idx, name, value, step)
+                    tracker._add_value(seq, value, step, None, wall)
+                    if seq.version == 2:  # a number sequence: the rest in bulk
+                        break
+                self._rest(seq, ctx.idx, name, list(rest))
+
+    def _rest(self, seq: Any, ctx_id: int, name: str,
+              values: List[Tuple[float, int, float]]) -> None:
+        """Values of a sequence that already holds one: each stored, then the
+        summary that ``_update_sequence_info`` would leave after the last of them."""
+        if not values:
+            return
+        add_value = self._tracker._add_value
+        count, low, high = seq.count, seq.min, seq.max
+        last = None
+        for value, step, wall in values:
+            add_value(seq, value, step, None, wall)
+            if step >= count:
+                count, last = step + 1, (value, step)
+            if value > high:
+                high = value
+            if value < low:
+                low = value
+        meta = self._tracker.meta_run_tree
+        if last is not None:
+            meta["traces", ctx_id, name, "last"] = last[0]
+            meta["traces", ctx_id, name, "last_step"] = last[1]
+            seq.count = count
+        if high != seq.max:
+            meta["traces", ctx_id, name, "max"] = seq.max = high
+        if low != seq.min:
+            meta["traces", ctx_id, name, "min"] = seq.min = low
 
 
 def _release_index(repo: Any) -> None:
