@@ -43,9 +43,12 @@ class Sizes:
     run_params: int = 50
     run_metrics: int = 10
     run_points: int = 1
-    mlflow_runs: int = 1_000  # both MLflow and ours; one MLflow run takes ~0.1 s
+    # both MLflow and ours: the 10,000 for MLflow, whose runs take ~17 ms each
+    # to create (100,000 would take half an hour)
+    mlflow_runs: int = 10_000
     sweep_jobs: int = 20
-    sweep_repeats: int = 3
+    sweep_repeats: int = 7  # whole sweeps vary by ±5% on a shared 2-core machine
+    config_repeats: int = 2
     config_leaves: tuple = (10, 100, 1_000, 10_000)
     config_jobs: int = 10
     import_repeats: int = 10
@@ -60,7 +63,7 @@ QUICK = Sizes(
     ingest_n=50_000, ingest_repeats=2, memory_n=200_000, memory_repeats=2,
     writers=(1, 2, 4), writer_n=5_000, store_sizes=(100, 300, 1_000), run_params=20,
     run_metrics=5, mlflow_runs=20, sweep_jobs=4, sweep_repeats=2,
-    config_leaves=(10, 1_000), config_jobs=1, import_repeats=3, import_peers=False,
+    config_leaves=(10, 1_000), config_jobs=1, config_repeats=2, import_repeats=3, import_peers=False,
     backend_n=200, other_backends=False,
 )
 
@@ -355,7 +358,7 @@ class Suite:
         for leaves in s.config_leaves:
             app = _write_app(self.tmp / f"config-{leaves}", leaves=leaves)
             per_job = []
-            for r in range(max(2, s.sweep_repeats - 1)):
+            for r in range(s.config_repeats):
                 p = self._sweep(app, sweep, f"c{leaves}-plain-{r}")
                 t = self._sweep(app, sweep, f"c{leaves}-tracked-{r}", tracked=True)
                 per_job.append((t - p) / s.config_jobs * 1e3)
