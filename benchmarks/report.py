@@ -73,6 +73,8 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
         # (faster than the store writes: back-pressure makes the loop wait)
         "empty_call_vs_list_append": _div(_get(r, "list_append", "empty_call", stat),
                                           _get(r, "list_append", "per_point", stat)),
+        "clock_read_vs_list_append": _div(_get(r, "list_append", "with_clock", stat),
+                                          _get(r, "list_append", "per_point", stat)),
         "log_sustained_vs_list_append": _div(
             _get(r, "align_track_log", "sustained", stat),
             _get(r, "list_append", "per_point", stat)),
@@ -258,6 +260,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     bursts = f"{s['bursts']} × {s['burst']:,}"
     text += _row("list.append per point (floor)", r.get("list_append", {}).get("per_point"),
                  n=bursts)
+    text += _row("list.append per point with a clock read each (time.time())",
+                 r.get("list_append", {}).get("with_clock"), n=bursts)
     text += _row("a Python function that does nothing, called as log()",
                  r.get("list_append", {}).get("empty_call"), n=bursts)
     text += _row("align_track.log per point (caller, bursts)",

@@ -63,8 +63,9 @@ def _bursts(block: Callable[[int, int], None], n: int, bursts: int,
 
 @case
 def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
-    """The floor: append a (name, step, value, time) tuple to a list; and a Python
-    function that does nothing, called as log() is."""
+    """The floor: append a (name, step, value, time) tuple to a list; the same with
+    a clock read per point, as log() reads one per call; and a Python function that
+    does nothing, called as log() is."""
     points: List[Any] = []
     append = points.append
     now = time.time()
@@ -72,6 +73,12 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     def block(start: int, n: int) -> None:
         for i in range(start, start + n):
             append(("loss", i, VALUE, now))
+
+    def block_clock(start: int, n: int) -> None:  # each point with its own time
+        for i in range(start, start + n):
+            append(("loss", i, VALUE, clock()))
+
+    clock = time.time
 
     def nothing(metrics: Any, step: Any = None, *, context: Any = None) -> None:
         pass
@@ -81,6 +88,7 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
             nothing({"loss": VALUE}, step=i)
 
     return {"per_point": _bursts(block, p["burst"], p["bursts"], points.clear),
+            "with_clock": _bursts(block_clock, p["burst"], p["bursts"], points.clear),
             "empty_call": _bursts(call, p["burst"], p["bursts"], points.clear)}
 
 
