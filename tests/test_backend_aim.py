@@ -409,6 +409,62 @@ print(json.dumps({"runs": runs, "metrics": metrics}))
 """
 
 
+REMOTE_BATCHES = """\
+import json, sys
+import aim
+from align_track.backends.aim import REMOTE_BATCH, AimBackend
+from align_track.records import FINISHED, RunEnd, RunRecord
+
+uri = sys.argv[1]
+n = 3 * REMOTE_BATCH + 7  # several instruction batches, the last one short
+points = [("loss", (i * 7) % n, 1.0 / (i + 1), 1000.0 + i, "") for i in range(n)]
+points += [("loss", 2, -5.0, 2000.0, '{"subset":"val"}')]
+backend = AimBackend(repo=uri)
+backend.open()
+backend.start_run(RunRecord(id="remote-batched", experiment="eq", name="b", started_at=1.0))
+backend.log_metrics("remote-batched", points)
+backend.end_run("remote-batched", RunEnd(status=FINISHED, ended_at=2.0))
+backend.close()
+reference = aim.Run(repo=uri, experiment="eq", system_tracking_interval=None,
+                    log_system_params=False, capture_terminal_logs=False)
+for name, step, value, _wall, ctx in points:
+    reference.track(value, name=name, step=step, context=json.loads(ctx) if ctx else None)
+
+
+def read(run):
+    summary = {json.dumps([t["name"], t["context"]]): {
+        k: t["values"][k] for k in ("last", "last_step", "min", "max", "first")}
+        for t in run.collect_sequence_info("metric")["metric"]}
+    series = {}
+    for m in run.metrics():
+        steps, (values, _, _) = m.data.items_list()
+        series[json.dumps([m.name, m.context.to_dict()])] = [list(steps), list(values)]
+    return {"summary": summary, "series": series}
+
+
+expected = read(reference)
+reference.close()
+repo = aim.Repo(uri)
+(ours,) = [item.run for item in repo.query_runs('run.align_track_id == "remote-batched"',
+                                                  report_mode=0).iter_runs()]
+print(json.dumps({"ours": read(ours), "expected": expected, "n": n}))
+"""
+
+
+def test_batches_through_aim_server_read_back_as_run_track_stores_them(aim_server: str):
+    """A remote repo gets a batch as several instruction batches; the series and
+    summaries Aim's server stores are those of ``Run.track`` one value at a time."""
+    done = subprocess.run([sys.executable, "-c", REMOTE_BATCHES, aim_server],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    ours, expected = found["ours"], found["expected"]
+    assert ours == expected
+    (steps, values) = ours["series"][json.dumps(["loss", {}])]
+    assert steps == list(range(found["n"])) and len(values) == found["n"]
+
+
 def test_run_through_aim_server(app: Path, aim_server: str):
     run_app(app, "+tracker=aim", f"tracker.repo={aim_server}", "x=5")
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import random
+import sys
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -449,6 +450,9 @@ def _tracker_for(run: Any) -> Callable[[List[Tuple[float, str, int, float, Any]]
     return track
 
 
+#: Values per instruction batch sent to an Aim server.
+REMOTE_BATCH = 25
+
 #: What :class:`_BatchTracker` uses of ``aim.sdk.tracker.RunTracker`` (aim 3.17-3.29).
 _TRACKER_STEPS = ("_track", "sequence_infos", "meta_run_tree", "_init_sequence_info",
                   "_update_context_data", "_update_sequence_info", "_add_value")
@@ -471,6 +475,12 @@ class _BatchTracker:
         self._context_of = Context
         self._run = run
         self._tracker = tracker
+        # A remote repo gets the values as instruction batches of this many (Aim
+        # sends one per run.track call). The server's time for one batch grows
+        # faster than its size: 2,000 values took 27 s as one batch, 1.7 s in
+        # batches of 20 and 2.2 s one by one (aim 3.29, measured on 127.0.0.1).
+        self.chunk = REMOTE_BATCH if getattr(run.repo, "is_remote_repo", False) \
+            else sys.maxsize
 
     def __call__(self, values: List[Tuple[float, str, int, float, Any]]) -> None:
         tracker = self._tracker
@@ -481,24 +491,27 @@ class _BatchTracker:
             if key not in contexts:
                 contexts[key] = self._context_of(context or {})
             by_sequence.setdefault((key, name), []).append((value, step, wall))
-        # one batch for a remote repo (Aim's own atomic_track must not nest: an
-        # inner one would drop what the outer one holds, so its steps are used here)
-        with self._run.repo.atomic_track(tracker.hash):
-            for (key, name), seq_values in by_sequence.items():
-                ctx = contexts[key]
-                seq = tracker.sequence_infos[ctx.idx, name]
-                rest = iter(seq_values)
-                for value, step, wall in rest:
-                    # as RunTracker._track: the sequence and its context made known,
-                    # the value's type checked, the summary updated, the value stored
-                    if not seq.initialized:
-                        tracker._init_sequence_info(ctx.idx, name, value)
-                    tracker._update_context_data(ctx)
-                    tracker._update_sequence_info(ctx.idx, name, value, step)
-                    tracker._add_value(seq, value, step, None, wall)
-                    if seq.version == 2:  # a number sequence: the rest in bulk
-                        break
-                self._rest(seq, ctx.idx, name, list(rest))
+        atomic, size = self._run.repo.atomic_track, self.chunk
+        for (key, name), seq_values in by_sequence.items():
+            ctx = contexts[key]
+            seq = tracker.sequence_infos[ctx.idx, name]
+            for start in range(0, len(seq_values), size):
+                # Aim's own atomic_track must not nest (an inner one would drop what
+                # the outer one holds), so RunTracker._track's steps are used here
+                with atomic(tracker.hash):
+                    rest = iter(seq_values[start:start + size])
+                    for value, step, wall in rest:
+                        # as RunTracker._track: the sequence and its context made
+                        # known, the value's type checked, the summary updated, the
+                        # value stored
+                        if not seq.initialized:
+                            tracker._init_sequence_info(ctx.idx, name, value)
+                        tracker._update_context_data(ctx)
+                        tracker._update_sequence_info(ctx.idx, name, value, step)
+                        tracker._add_value(seq, value, step, None, wall)
+                        if seq.version == 2:  # a number sequence: the rest in bulk
+                            break
+                    self._rest(seq, ctx.idx, name, list(rest))
 
     def _rest(self, seq: Any, ctx_id: int, name: str,
               values: List[Tuple[float, int, float]]) -> None:
