@@ -436,7 +436,7 @@ def _tracker_for(run: Any) -> Callable[[List[Tuple[float, str, int, float, Any]]
     tracker has the known shape, the batch goes through its own steps instead: each
     sequence's first value of the batch as ``run.track`` stores it, the rest as
     values only, and the summary once per sequence per batch. A remote repo gets the
-    batch as one message.
+    values in instruction batches of :data:`REMOTE_BATCH`.
     """
     tracker = getattr(run, "_tracker", None)
     if tracker is not None and all(hasattr(tracker, name) for name in _TRACKER_STEPS) \
