@@ -42,6 +42,8 @@ HEARTBEAT_EVERY = 10.0
 #: How often log() looks at the buffer's size: a loop adds at most about a
 #: million points a second, so the buffer stays within MAX_PENDING + a few thousand.
 CHECK_EVERY = 0.005
+#: Bad metric names warned about one by one; past this many warnings, one per type.
+WARNED_NAMES = 1_000
 
 
 def new_run_id() -> str:
@@ -166,7 +168,10 @@ class Run:
                        f"({type(name).__name__})")
             if self.strict:
                 raise TypeError(f"{message} (tracker.strict=true)")
-            self._warn_once(("name", type(name).__name__),
+            # one warning per bad name, as for values; per type past WARNED_NAMES
+            kind = type(name).__name__
+            self._warn_once(("name", kind, name) if len(self._warned) < WARNED_NAMES
+                            else ("name", kind),
                             "%s; the value is skipped\n  name each metric with a "
                             "string, as in {'loss': 0.3}", message)
             return

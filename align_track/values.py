@@ -22,23 +22,41 @@ def to_float(value: Any) -> Any:
     if isinstance(value, (int, float, decimal.Decimal, fractions.Fraction)):
         try:
             return float(value)
-        except OverflowError:  # an int or a fraction beyond float's range
+        except (OverflowError, ValueError):  # beyond float's range; a signaling NaN
             return REFUSED
     if value is None or isinstance(value, (str, bytes, bytearray, Mapping, list, tuple)):
         return REFUSED
     size = _size(value)
     if size is not None and size != 1:
         return REFUSED
+    if _masked(value):
+        return REFUSED
     item = getattr(value, "item", None)
     if callable(item):
         try:
-            value = item()  # numpy/torch/jax scalar -> Python number (copies off a GPU)
+            plain = item()  # numpy/torch/jax scalar -> Python number (copies off a GPU)
         except Exception:
             return REFUSED
-        return to_float(value)
+        if type(plain) is not type(value):
+            return to_float(plain)
+        # numpy's longdouble gives back its own type: converted below
     if isinstance(value, numbers.Real):
-        return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            return REFUSED
     return REFUSED
+
+
+def _masked(value: Any) -> bool:
+    """True for a masked numpy value (``np.ma.masked``), which has no number."""
+    mask = getattr(value, "mask", None)
+    if mask is None or mask is False:
+        return False
+    try:
+        return bool(mask.any()) if hasattr(mask, "any") else bool(mask)
+    except Exception:
+        return False
 
 
 def _size(value: Any) -> Optional[int]:
@@ -80,4 +98,6 @@ def context_key(context: Optional[Mapping[str, Any]]) -> str:
             f"context must be a mapping such as {{'subset': 'val'}}, "
             f"got {type(context).__name__}"
         )
-    return json.dumps(dict(context), sort_keys=True, default=str, ensure_ascii=False)
+    # keys as JSON writes them (1 -> "1"), so keys of mixed types still sort
+    return json.dumps({str(k): v for k, v in context.items()}, sort_keys=True,
+                      default=str, ensure_ascii=False)

@@ -234,6 +234,9 @@ def test_batches_read_back_as_aims_own_track_stores_them(tmp_path: Path, new_rep
         (0, float("nan"), '{"subset":"val"}'), (1, 1.5, '{"subset":"val"}'),
         (2, -3.0, '{"subset":"val"}'), (1, 0.1, '{"subset":"val"}'),
     ]] + [("acc", s, s / 10, 2000.0 + s, "") for s in range(6)]
+    # negative steps: Aim rewrites a sequence's first value until a step >= 0
+    points += [("neg", s, v, 3000.0, "") for s, v in [(-3, 3.0), (-1, 2.0), (0, 1.0),
+                                                      (2, 0.5)]]
     ours = AimBackend(repo=str(new_repo(tmp_path / "ours")))
     ours.open()
     ours.start_run(RunRecord(id="batched", experiment="eq", name="batched", started_at=1.0))
@@ -261,7 +264,7 @@ def test_batches_read_back_as_aims_own_track_stores_them(tmp_path: Path, new_rep
     reference.close()
     got = read(runs_of(aim.Repo(str(tmp_path / "ours")), 'run.align_track_id == "batched"')[0])
     assert set(got) == set(expected) == {("loss", ()), ("loss", (("subset", "val"),)),
-                                         ("acc", ())}
+                                         ("acc", ()), ("neg", ())}
     for key, (steps, values, summary) in expected.items():
         assert got[key][0] == steps, key
         assert same(got[key][1], values), key

@@ -103,3 +103,29 @@ def test_ints_and_steps_beyond_64_bits_lose_no_other_point(tmp_path: Path) -> No
     assert "huge" not in run["metrics"] and math.isnan(run["metrics"]["nan"])
     shown = experiments_json("--db", str(db), "show", run["id"])
     assert [p["step"] for p in shown["metrics"]["ok"]] == [0, 1]
+
+
+def test_odd_numbers_are_stored_or_skipped_never_raised(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Values a training loop may hand over (numpy's long double, a masked value,
+    a signaling NaN), a context with keys of mixed types and several bad names: each
+    point is stored or skipped with a warning naming it; log() never raises."""
+    import decimal
+
+    import numpy as np
+
+    db = tmp_path / "odd.db"
+    with align_track.track_run("odd", db=str(db)):
+        align_track.log({"long": np.longdouble(1.5), "complex": np.clongdouble(1.5)}, step=0)
+        align_track.log({"masked": np.ma.masked, "kept": np.ma.array([2.0], mask=[False])},
+                        step=0)
+        align_track.log({"snan": decimal.Decimal("sNaN")}, step=0)
+        align_track.log({"ctx": 1.0}, step=0, context={1: "a", "b": 2})
+        align_track.log({1: 1.0}, step=0)
+        align_track.log({2: 1.0}, step=0)
+    (run,) = experiments_json("--db", str(db), "list")
+    assert run["status"] == "finished" and run["dropped"] == 5
+    assert run["metrics"] == {"long": 1.5, "kept": 2.0, 'ctx["1"=a,b=2]': 1.0}
+    warned = caplog.text
+    for name in ("'complex'", "'masked'", "'snan'", "got 1 (int)", "got 2 (int)"):
+        assert name in warned, name

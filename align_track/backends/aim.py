@@ -509,7 +509,9 @@ class _BatchTracker:
                         tracker._update_context_data(ctx)
                         tracker._update_sequence_info(ctx.idx, name, value, step)
                         tracker._add_value(seq, value, step, None, wall)
-                        if seq.version == 2:  # a number sequence: the rest in bulk
+                        # a number sequence past its first step: the rest in bulk
+                        # (before, Aim keeps rewriting the sequence's first value)
+                        if seq.version == 2 and seq.count > 0:
                             break
                     self._rest(seq, ctx.idx, name, list(rest))
 
