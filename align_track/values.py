@@ -98,6 +98,15 @@ def context_key(context: Optional[Mapping[str, Any]]) -> str:
             f"context must be a mapping such as {{'subset': 'val'}}, "
             f"got {type(context).__name__}"
         )
-    # keys as JSON writes them (1 -> "1"), so keys of mixed types still sort
-    return json.dumps({str(k): v for k, v in context.items()}, sort_keys=True,
+    # keys turned into text first, as JSON writes them (1 -> "1", True -> "true"),
+    # so keys of mixed types still sort
+    return json.dumps({_key_text(k): v for k, v in context.items()}, sort_keys=True,
                       default=str, ensure_ascii=False)
+
+
+def _key_text(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    return str(key)
