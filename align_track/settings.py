@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Dict, List, Mapping, Optional
 
 from align_track.errors import AlignTrackConfigError
+
+logger = logging.getLogger(__name__)
 
 #: The settings of one backend only; every option holds the others.
 BACKEND_FIELDS = {
@@ -160,9 +163,7 @@ def _warn_other_backends(raw: Mapping[str, Any], backend: str) -> None:
             if other != backend and key in raw and raw[key] != _DEFAULTS[key] \
                     and (key, backend) not in _warned_keys:
                 _warned_keys.add((key, backend))
-                import logging
-
-                logging.getLogger(__name__).warning(
+                logger.warning(
                     "tracker.%s is a setting of the %s backend; with tracker.backend=%s "
                     "it has no effect\n  use +tracker=%s to track with %s", key, other,
                     backend, other, other)

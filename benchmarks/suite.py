@@ -63,7 +63,8 @@ QUICK = Sizes(
     ingest_n=50_000, ingest_repeats=2, memory_n=200_000, memory_repeats=2,
     writers=(1, 2, 4), writer_n=5_000, store_sizes=(100, 300, 1_000), run_params=20,
     run_metrics=5, mlflow_runs=20, sweep_jobs=4, sweep_repeats=2,
-    config_leaves=(10, 1_000), config_jobs=1, config_repeats=2, import_repeats=3, import_peers=False,
+    config_leaves=(10, 1_000), config_jobs=1, config_repeats=2, import_repeats=3,
+    import_peers=False,
     backend_n=200, other_backends=False,
 )
 

@@ -74,11 +74,11 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
         for i in range(start, start + n):
             append(("loss", i, VALUE, now))
 
+    clock = time.time
+
     def block_clock(start: int, n: int) -> None:  # each point with its own time
         for i in range(start, start + n):
             append(("loss", i, VALUE, clock()))
-
-    clock = time.time
 
     def nothing(metrics: Any, step: Any = None, *, context: Any = None) -> None:
         pass

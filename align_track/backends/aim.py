@@ -439,9 +439,10 @@ def _tracker_for(run: Any) -> Callable[[List[Tuple[float, str, int, float, Any]]
     values in instruction batches of :data:`REMOTE_BATCH`.
     """
     tracker = getattr(run, "_tracker", None)
-    if tracker is not None and all(hasattr(tracker, name) for name in _TRACKER_STEPS) \
-            and hasattr(run.repo, "atomic_track") and _params_of(tracker._track)[:5] == [
-                "value", "track_time", "name", "step", "epoch"]:
+    if tracker is not None and hasattr(run.repo, "atomic_track") and all(
+            hasattr(tracker, name) and (params is None
+                                        or _params_of(getattr(tracker, name)) == params)
+            for name, params in _TRACKER_STEPS.items()):
         return _BatchTracker(run, tracker)
 
     def track(values: List[Tuple[float, str, int, float, Any]]) -> None:
@@ -453,9 +454,15 @@ def _tracker_for(run: Any) -> Callable[[List[Tuple[float, str, int, float, Any]]
 #: Values per instruction batch sent to an Aim server.
 REMOTE_BATCH = 25
 
-#: What :class:`_BatchTracker` uses of ``aim.sdk.tracker.RunTracker`` (aim 3.17-3.29).
-_TRACKER_STEPS = ("_track", "sequence_infos", "meta_run_tree", "_init_sequence_info",
-                  "_update_context_data", "_update_sequence_info", "_add_value")
+#: What :class:`_BatchTracker` uses of ``aim.sdk.tracker.RunTracker`` (aim 3.17-3.29),
+#: with the parameters of each method it calls.
+_TRACKER_STEPS: Dict[str, Optional[List[str]]] = {
+    "hash": None, "sequence_infos": None, "meta_run_tree": None,
+    "_init_sequence_info": ["ctx_id", "name", "val"],
+    "_update_context_data": ["ctx"],
+    "_update_sequence_info": ["ctx_id", "name", "val", "step"],
+    "_add_value": ["seq_info", "val", "step", "epoch", "track_time"],
+}
 
 
 def _params_of(fn: Any) -> List[str]:
