@@ -24,7 +24,7 @@ from align_track.facts import prefetch_git
 from align_track.records import FAILED, FINISHED
 from align_track.redact import Redactor
 from align_track.settings import TrackerSettings, as_dict, parse_settings
-from align_track.tracker import Run, Tracker, error_info, get_tracker
+from align_track.tracker import Run, Tracker, artifact_name, error_info, get_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -203,13 +203,15 @@ class TrackerCallback(Callback):
         out_dir = run.record.output_dir or ""
         folder = _LazyFolder()  # made only when a file holds a secret (seldom)
         try:
+            files = []
             for path in _job.hydra_files(config):
-                name = os.path.relpath(path, out_dir)
+                name = run.redactor.text(artifact_name(os.path.relpath(path, out_dir), path))
                 if run.redactor.enabled:
                     path = (_redacted_copy(path, folder, run.redactor)
                             if path.endswith(".yaml")
                             else _scrubbed_copy(path, folder, run.redactor))
-                run.log_artifact(path, name=name)
+                files.append((path, name))
+            run.store_files(files)  # one transaction for the lot
         finally:
             folder.remove()
 

@@ -249,9 +249,24 @@ class Run:
                     continue
                 inner = self.redactor.text(p.relative_to(src).as_posix())
                 files.append((p, f"{base}/{inner}"))
+        return self.store_files([(str(file), file_name) for file, file_name in files])
+
+    def store_files(self, files: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+        """Store ``(path, name)`` pairs as artifacts, in one backend call where the
+        backend takes a batch; where that fails, file by file, so one unreadable
+        file costs only itself. Names are used as given."""
+        if self._closed or not files:
+            return []
+        if len(files) > 1:
+            with self._io_lock:
+                try:
+                    return list(self.backend.log_artifacts(self.id, files))
+                except Exception as exc:  # retried one by one below, each warned of
+                    logger.debug("run %s: batch of %d artifacts failed (%s); storing "
+                                 "them one by one", self.id, len(files), exc)
         stored = []
-        for file, file_name in files:
-            info = self._call("log_artifact", str(file), file_name)
+        for path, name in files:
+            info = self._call("log_artifact", path, name)
             if info:
                 stored.append(info)
         return stored

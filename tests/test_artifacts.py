@@ -56,6 +56,24 @@ def test_folder_with_link_outside(tmp_path: Path) -> None:
     assert _object(db, stored["out/sub/b.txt"]["sha256"]).read_text() == "b"
 
 
+def test_a_file_gone_from_a_batch_costs_only_itself(tmp_path: Path, caplog) -> None:
+    # the job-end batch (Hydra's files and the log) is stored in one transaction; a
+    # file that vanished in between must not cost the others
+    db = tmp_path / "e.db"
+    for name in ("a.yaml", "c.log"):
+        (tmp_path / name).write_text(name)
+    with align_track.track_run("a", db=str(db)) as run:
+        got = run.store_files([(str(tmp_path / "a.yaml"), ".hydra/a.yaml"),
+                               (str(tmp_path / "gone.yaml"), ".hydra/gone.yaml"),
+                               (str(tmp_path / "c.log"), "c.log")])
+
+    assert [g["name"] for g in got] == [".hydra/a.yaml", "c.log"]
+    stored = _stored(db, run.id)
+    assert set(stored) == {".hydra/a.yaml", "c.log"}
+    assert _object(db, stored["c.log"]["sha256"]).read_text() == "c.log"
+    assert any("gone.yaml" in r.getMessage() for r in caplog.records)
+
+
 def test_same_bytes_stored_once(tmp_path: Path) -> None:
     db = tmp_path / "e.db"
     for name in ("x.bin", "y.bin"):

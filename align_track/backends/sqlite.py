@@ -9,7 +9,8 @@ import os
 import sqlite3
 import tempfile
 import threading
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from align_track import store
 from align_track.backends.base import Backend
@@ -25,6 +26,8 @@ _NAME, _STEP, _VALUE, _WALL, _CTX = map(operator.itemgetter, range(5))
 #: it saves for fewer), the points go to a writer process (see align_track._bulk).
 BULK_AT = 20_000
 BULK_AFTER = 3
+#: Files up to this size are read into memory whole when stored as artifacts.
+_SMALL_FILE = 1 << 20
 
 
 class SQLiteBackend(Backend):
@@ -48,7 +51,8 @@ class SQLiteBackend(Backend):
         self._bulk: Any = None
         self._full_batches = 0  # full batches handed over in a row
         self._unsent: List[Tuple[str, List[Point]]] = []  # taken back from the writer
-        self._objects: Any = None  # the artifact store's objects folder, once made
+        self._objects: Optional[str] = None  # the artifact store's objects folder, once made
+        self._shards: Set[str] = set()  # its sha256-prefix folders known to exist
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -252,51 +256,108 @@ class SQLiteBackend(Backend):
         self._write(insert)
 
     def log_artifact(self, run_id: str, path: str, name: str) -> Dict[str, Any]:
-        sha, size = self._store_object(path)
+        return self.log_artifacts(run_id, [(path, name)])[0]
+
+    def log_artifacts(self, run_id: str, files: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
+        """Store each file's bytes, then every row in one transaction."""
+        stored = [(name, *self._store_object(path)) for path, name in files]
+
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            key, now = self._key(conn, run_id), store.now()
+            conn.executemany(
                 "INSERT OR REPLACE INTO artifacts (run_key, name, sha256, size, created_at)"
-                " VALUES (?,?,?,?,?)", (self._key(conn, run_id), name, sha, size, store.now()))
+                " VALUES (?,?,?,?,?)", [(key, name, sha, size, now)
+                                        for name, sha, size in stored])
         self._write(insert)
-        return {"name": name, "size": size, "sha256": sha, "path": str(self.object_path(sha))}
+        return [{"name": name, "size": size, "sha256": sha, "path": self._object_file(sha)}
+                for name, sha, size in stored]
 
     def object_path(self, sha: str) -> "os.PathLike[str]":
-        return store.artifact_dir(self.db) / "objects" / sha[:2] / sha
+        return Path(self._object_file(sha))
+
+    def _object_file(self, sha: str) -> str:
+        return os.path.join(self._objects_dir(), sha[:2], sha)
+
+    def _objects_dir(self) -> str:
+        objects = self._objects
+        if objects is None or not os.path.isdir(objects):
+            objects = str(store.artifact_dir(self.db) / "objects")
+            os.makedirs(objects, exist_ok=True)
+            self._objects, self._shards = objects, set()
+        return objects
 
     def _store_object(self, path: str) -> Tuple[str, int]:
-        objects = self._objects
-        if objects is None or not objects.is_dir():
-            objects = store.artifact_dir(self.db) / "objects"
-            objects.mkdir(parents=True, exist_ok=True)
-            self._objects = objects
+        """Copy a file into the objects folder under its sha256; (sha256, size).
+        The bytes there are at the start are stored: a file that keeps growing (a
+        live log) is stored as it was."""
+        objects = self._objects_dir()
+        with open(path, "rb") as src:
+            size = os.fstat(src.fileno()).st_size
+            if size <= _SMALL_FILE:
+                # the common case (Hydra's files, a log): one read, and no copy at
+                # all when the same bytes are stored already
+                data = src.read(size)
+                sha = hashlib.sha256(data).hexdigest()
+                final = self._object_file(sha)
+                if not os.path.exists(final):
+                    self._place(objects, sha, lambda dst: dst.write(data))
+                return sha, len(data)
+            return self._copy_large(objects, src, size)
+
+    def _copy_large(self, objects: str, src: Any, size: int) -> Tuple[str, int]:
         digest = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
+        copied = 0
+
+        def copy(dst: Any) -> None:
+            nonlocal copied
+            left = size
+            while left > 0:
+                chunk = src.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                digest.update(chunk)
+                dst.write(chunk)
+                copied += len(chunk)
+                left -= len(chunk)
+
+        tmp = self._write_temp(objects, copy)
         try:
-            with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                # copy the bytes there were at the start: a file that keeps growing
-                # (a live log) is stored as it was, and the copy ends
-                left = os.fstat(src.fileno()).st_size
-                while left > 0:
-                    chunk = src.read(min(1 << 20, left))
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    dst.write(chunk)
-                    size += len(chunk)
-                    left -= len(chunk)
             sha = digest.hexdigest()
-            final = self.object_path(sha)
-            if os.path.exists(final):
+            if os.path.exists(self._object_file(sha)):
                 os.unlink(tmp)  # same bytes stored once
             else:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
-                os.replace(tmp, final)
+                self._move_in(tmp, sha)
         except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            _unlink(tmp)
             raise
-        return sha, size
+        return sha, copied
+
+    def _place(self, objects: str, sha: str, write: Any) -> None:
+        tmp = self._write_temp(objects, write)
+        try:
+            self._move_in(tmp, sha)
+        except BaseException:
+            _unlink(tmp)
+            raise
+
+    @staticmethod
+    def _write_temp(objects: str, write: Any) -> str:
+        """A new file in ``objects`` holding what ``write`` writes; its path."""
+        fd, tmp = tempfile.mkstemp(dir=objects, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                write(dst)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return tmp
+
+    def _move_in(self, tmp: str, sha: str) -> None:
+        shard = sha[:2]
+        if shard not in self._shards:
+            os.makedirs(os.path.join(self._objects_dir(), shard), exist_ok=True)
+            self._shards.add(shard)
+        os.replace(tmp, self._object_file(sha))
 
     def end_run(self, run_id: str, end: RunEnd) -> None:
         self.sync()  # a finished run has all its points
@@ -349,6 +410,13 @@ class SQLiteBackend(Backend):
 
     def describe_run(self, run_id: str) -> str:
         return f"experiments --db {self.db} show {run_id}"
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _store_params_json(conn: sqlite3.Connection, run_key: int) -> None:
