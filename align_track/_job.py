@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import sys
 import time
+from enum import Enum
 from typing import Any, Dict, List, Optional, Tuple
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, Node, OmegaConf
 
 from align_track.capture import (mentions_env, resolve_leafwise, to_plain, unresolved,
                                   unresolved_tree, unresolved_yaml)
@@ -60,14 +61,37 @@ def _stored(config: DictConfig, key: str) -> Any:
         value = node._value()
     except Exception:  # a list index, or a node of another kind: the general path
         return _NOT_PLAIN
-    if isinstance(value, (str, int, float, bool)) or value is None:
+    if isinstance(value, _SCALARS) or value is None:
         return value
+    if isinstance(value, (list, dict)):  # a container's nodes, as OmegaConf keeps them
+        return _plain_container(value)
     return _NOT_PLAIN
+
+
+_SCALARS = (str, int, float, bool, Enum)
+
+
+def _plain_container(content: Any) -> Any:
+    """A list or mapping of plain leaves (Hydra's overrides and choices), read from
+    its nodes; _NOT_PLAIN if any leaf is a container, an interpolation or missing."""
+    # keys as to_plain writes them (text)
+    pairs = enumerate(content) if isinstance(content, list) else (
+        (str(key), child) for key, child in content.items())
+    out: Dict[Any, Any] = {}
+    for key, child in pairs:
+        value = child._value() if isinstance(child, Node) else _NOT_PLAIN
+        if isinstance(value, str):
+            if "${" in value or value == "???":
+                return _NOT_PLAIN
+        elif not (value is None or isinstance(value, _SCALARS)):
+            return _NOT_PLAIN
+        out[key] = value
+    return list(out.values()) if isinstance(content, list) else out
 
 
 def _plain_leaf(config: DictConfig, key: str) -> Any:
     """The value at ``key`` when it is a plain stored value (no interpolation, not
-    missing, not a container); else _NOT_PLAIN. A job reads a dozen such keys of
+    missing) or a container of such values; else _NOT_PLAIN. A job reads a dozen such keys of
     the hydra node, and OmegaConf.select costs more."""
     value = _stored(config, key)
     if isinstance(value, str) and ("${" in value or value == "???"):
