@@ -65,6 +65,8 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrackerSettings)
              if f.default is not dataclasses.MISSING}
 #: Each setting's type, as written in the class (annotations are text here).
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrackerSettings)}
+#: Container settings whose null means empty (see :func:`register_options`).
+_EMPTY = {"Dict[str, str]": dict, "List[str]": list}
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
@@ -75,6 +77,8 @@ def _convert(value: Any, kind: str) -> Any:
     if kind.startswith("Optional["):
         return None if value is None else _convert(value, kind[len("Optional["):-1])
     if value is None:
+        if kind in _EMPTY:  # how the tracker option stores an empty list or mapping
+            return _EMPTY[kind]()
         raise ValueError("null is not allowed")
     if kind == "str":
         if isinstance(value, (str, int, float)):  # bool is an int
@@ -191,8 +195,10 @@ def register_options() -> None:
     defaults = dataclasses.asdict(TrackerSettings())
     others = {key for keys in BACKEND_FIELDS.values() for key in keys}
     for backend, own in BACKEND_FIELDS.items():
-        settings = {key: value for key, value in defaults.items()
-                    if key not in others or key in own}
+        # an empty list or mapping is stored as null: Hydra builds a container node
+        # for each one in every composition, twice a job in a sweep
+        settings = {key: None if value in ([], {}) else value
+                    for key, value in defaults.items() if key not in others or key in own}
         store.store(
             group="tracker", name=backend, package="_global_", provider="align-track",
             node={
