@@ -8,7 +8,7 @@ or when the value itself looks like a well-known credential (:data:`VALUE_PATTER
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Optional, Pattern
+from typing import Any, Dict, Iterable, List, Optional, Pattern, Set
 
 MASK = "<redacted>"
 
@@ -57,6 +57,15 @@ _LOCAL_PATTERN = re.compile(r"[A-Za-z0-9_\-^$|()?]+")
 #: (a sweep masks the same keys job after job); per pattern set, bounded.
 _PART_MEMO: Dict[str, Dict[str, bool]] = {}
 _PART_MEMO_MAX = 200_000
+#: YAML lines found free of key words, per key pattern set: a sweep's jobs write
+#: much the same .hydra files. Lines up to _LINE_MEMO_LEN characters, at most
+#: _LINE_MEMO_MAX of them.
+_CLEAN_LINES: Dict[str, Set[str]] = {}
+_LINE_MEMO_LEN = 500
+_LINE_MEMO_MAX = 20_000
+#: From this length on, value patterns are searched for one by one (measured: one
+#: alternation is faster on short values, slower on a page of YAML).
+_LONG_TEXT = 300
 #: Shorter values are too likely to occur by chance to be masked as text.
 MIN_LITERAL = 6
 
@@ -91,6 +100,10 @@ class Redactor:
         self._literals: List[str] = []
         source = self._key.pattern if self._key is not None else ""
         self._parts = _PART_MEMO.setdefault(source, {})
+        self._clean_lines = _CLEAN_LINES.setdefault(source, set())
+        # one by one, each pattern is searched for at the speed of its literal start;
+        # as one alternation, every branch is tried at every character
+        self._each = [re.compile(p) for p in values]
         # a pattern that matches an empty part needs the whole path split at once
         self._by_segment = self._key is None or not self._key.search("")
         self._words_local = (values == list(VALUE_PATTERNS) and all(
@@ -122,7 +135,13 @@ class Redactor:
             return text
         for literal in self._literals:
             text = text.replace(literal, MASK)
-        return self._value.sub(MASK, text) if self._value is not None else text
+        return self._value.sub(MASK, text) if self._credential_in(text) else text
+
+    def _credential_in(self, text: str) -> bool:
+        """Whether a value pattern matches somewhere in ``text``."""
+        if len(text) < _LONG_TEXT:
+            return self._value is not None and self._value.search(text) is not None
+        return any(pattern.search(text) for pattern in self._each)
 
     @classmethod
     def from_setting(cls, extra: Optional[List[str]]) -> "Redactor":
@@ -168,15 +187,28 @@ class Redactor:
             if "'" in literal or '"' in literal or literal in text \
                     or " ".join(literal.split()) in folded:
                 return True
-        if self._value is not None and (self._value.search(text)
-                                        or self._value.search(folded)):
+        if self._credential_in(text) or self._credential_in(folded):
             return True
-        return self._key is not None and any(
-            self._secret_part(word) for word in set(_WORD.findall(text)))
+        return self._key is not None and self._key_word_in(text)
+
+    def _key_word_in(self, text: str) -> bool:
+        """Whether a word of ``text`` holds a key pattern; words never span lines,
+        so lines already found clean are skipped."""
+        clean = self._clean_lines
+        for line in text.splitlines():
+            if line in clean:
+                continue
+            if any(self._secret_part(word) for word in set(_WORD.findall(line))):
+                return True
+            if len(line) <= _LINE_MEMO_LEN:
+                if len(clean) >= _LINE_MEMO_MAX:
+                    clean.clear()
+                clean.add(line)
+        return False
 
     def secret_value(self, value: Any) -> bool:
-        return bool(self.enabled and isinstance(value, str) and self._value is not None
-                    and self._value.search(value))
+        return bool(self.enabled and isinstance(value, str)
+                    and self._credential_in(value))
 
     def value(self, key: str, value: Any) -> Any:
         """``value``, or the mask if the key or the value says it is secret."""

@@ -103,3 +103,33 @@ def test_redact_adds_patterns_and_empty_list_turns_it_off(tmp_path: Path) -> Non
     plain = experiments_json("--db", db, "show", newest["id"])["params"]
     assert masked["llm.model"] == "<redacted>" and masked["llm.api_key"] == "<redacted>"
     assert plain["llm.api_key"] == OPENAI and plain["llm.model"] == "gpt-4o"
+
+
+CREDENTIAL_SHAPES = [
+    "sk-ant-" + "a" * 20, "sk-proj-" + "b" * 25, "AKIA" + "A" * 16, "ghp_" + "x" * 32,
+    "github_pat_" + "y" * 31, "hf_" + "z" * 31, "xoxb-" + "1" * 12, "AIza" + "q" * 35,
+    "glpat-" + "w" * 21, "eyJ" + "a" * 11 + ".eyJ" + "b" * 11 + "." + "c" * 11,
+    "-----BEGIN RSA PRIVATE KEY-----", "postgres://user:pw@host/db",
+]
+
+
+def test_credentials_found_in_short_and_long_hydra_files() -> None:
+    # .hydra files run to kilobytes (searched pattern by pattern), values to a few
+    # characters (one search); a sweep's jobs repeat most lines (remembered clean)
+    from align_track.redact import Redactor
+
+    redactor = Redactor.from_setting(None)
+    page = "hydra:\n" + "".join(f"  key{i}: value {i} https://hydra.cc\n" for i in range(80))
+    assert len(page) > 1000
+    assert not redactor.may_mask_yaml(page)
+    assert not redactor.may_mask_yaml(page)  # its lines now known clean
+    for shape in CREDENTIAL_SHAPES:
+        for text in (f"b: {shape}\n", f"{page}  b: {shape}\n", f"b: {shape}\n{page}"):
+            assert redactor.may_mask_yaml(text), (shape, len(text))
+            assert shape not in redactor.text(text), (shape, len(text))
+        assert redactor.secret_value(shape)
+    # a secret key on a new line among lines known clean, found every time
+    for _ in range(2):
+        assert redactor.may_mask_yaml(page + "  api_key: abc\n")
+    # a key folded over two lines of a long value
+    assert redactor.may_mask_yaml(page + "  note: >\n    -----BEGIN RSA\n    PRIVATE KEY-----\n")
