@@ -75,6 +75,9 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
                                           _get(r, "list_append", "per_point", stat)),
         "clock_read_vs_list_append": _div(_get(r, "list_append", "with_clock", stat),
                                           _get(r, "list_append", "per_point", stat)),
+        # a log() with none of log()'s checks: the least a Python log() can cost
+        "bare_log_vs_list_append": _div(_get(r, "list_append", "bare_log", stat),
+                                        _get(r, "list_append", "per_point", stat)),
         "log_sustained_vs_list_append": _div(
             _get(r, "align_track_log", "sustained", stat),
             _get(r, "list_append", "per_point", stat)),
@@ -264,6 +267,8 @@ def markdown(doc: Dict[str, Any]) -> str:
                  r.get("list_append", {}).get("with_clock"), n=bursts)
     text += _row("a Python function that does nothing, called as log()",
                  r.get("list_append", {}).get("empty_call"), n=bursts)
+    text += _row("a bare log(): clock read and tuple append, no checks",
+                 r.get("list_append", {}).get("bare_log"), n=bursts)
     text += _row("align_track.log per point (caller, bursts)",
                  r.get("align_track_log", {}).get("per_point"), n=bursts)
     text += _row("align_track.log per point, back to back (bounded by ingest)",

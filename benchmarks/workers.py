@@ -64,8 +64,9 @@ def _bursts(block: Callable[[int, int], None], n: int, bursts: int,
 @case
 def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     """The floor: append a (name, step, value, time) tuple to a list; the same with
-    a clock read per point, as log() reads one per call; and a Python function that
-    does nothing, called as log() is."""
+    a clock read per point, as log() reads one per call; a Python function that
+    does nothing, called as log() is; and one that does what log() must at least
+    (a clock read, a tuple per point appended), with none of its checks."""
     points: List[Any] = []
     append = points.append
     now = time.time()
@@ -87,9 +88,21 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
         for i in range(start, start + n):
             nothing({"loss": VALUE}, step=i)
 
+    def bare(metrics: Any, step: Any = None, *, context: Any = None) -> None:
+        # what log() must do at least, with none of its checks: read the clock once
+        # and keep each point of the mapping as a tuple
+        now = clock()
+        for name in metrics:
+            append((name, step, metrics[name], now, ""))
+
+    def call_bare(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            bare({"loss": VALUE}, step=i)
+
     return {"per_point": _bursts(block, p["burst"], p["bursts"], points.clear),
             "with_clock": _bursts(block_clock, p["burst"], p["bursts"], points.clear),
-            "empty_call": _bursts(call, p["burst"], p["bursts"], points.clear)}
+            "empty_call": _bursts(call, p["burst"], p["bursts"], points.clear),
+            "bare_log": _bursts(call_bare, p["burst"], p["bursts"], points.clear)}
 
 
 @case
