@@ -74,6 +74,24 @@ def test_a_file_gone_from_a_batch_costs_only_itself(tmp_path: Path, caplog) -> N
     assert any("gone.yaml" in r.getMessage() for r in caplog.records)
 
 
+def test_objects_folder_cleaned_while_the_process_runs(tmp_path: Path) -> None:
+    # a clean-up script empties the store's objects folder between two jobs of a sweep
+    import shutil
+
+    db = tmp_path / "e.db"
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"weights")
+    with align_track.track_run("a", db=str(db)) as first:
+        first.log_artifact(src)
+    for shard in (store.artifact_dir(str(db)) / "objects").glob("??"):
+        shutil.rmtree(shard)
+    with align_track.track_run("a", db=str(db)) as second:
+        got = second.log_artifact(src)
+
+    assert [g["name"] for g in got] == ["model.bin"]
+    assert _object(db, _stored(db, second.id)["model.bin"]["sha256"]).read_bytes() == b"weights"
+
+
 def test_same_bytes_stored_once(tmp_path: Path) -> None:
     db = tmp_path / "e.db"
     for name in ("x.bin", "y.bin"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import errno
 import hashlib
 import operator
 import logging
@@ -28,6 +29,7 @@ BULK_AT = 20_000
 BULK_AFTER = 3
 #: Files up to this size are read into memory whole when stored as artifacts.
 _SMALL_FILE = 1 << 20
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class SQLiteBackend(Backend):
@@ -290,7 +292,20 @@ class SQLiteBackend(Backend):
         """Copy a file into the objects folder under its sha256; (sha256, size).
         The bytes there are at the start are stored: a file that keeps growing (a
         live log) is stored as it was."""
-        objects = self._objects_dir()
+        try:
+            objects = self._objects_dir()
+            return self._store_in(objects, path)
+        except OSError as exc:
+            if exc.filename is not None and os.path.abspath(str(exc.filename)) == \
+                    os.path.abspath(path):
+                raise  # the file itself: its own message names it
+            where = store.artifact_dir(self.db)
+            fix = ("make that folder writable" if exc.errno in _NOT_WRITABLE
+                   else "free space on that disk")
+            raise OSError(exc.errno, f"cannot store {path} in {where} ({exc.strerror}); "
+                          f"{fix}, or set tracker.db to a store on another disk") from None
+
+    def _store_in(self, objects: str, path: str) -> Tuple[str, int]:
         with open(path, "rb") as src:
             size = os.fstat(src.fileno()).st_size
             if size <= _SMALL_FILE:
@@ -357,7 +372,14 @@ class SQLiteBackend(Backend):
         if shard not in self._shards:
             os.makedirs(os.path.join(self._objects_dir(), shard), exist_ok=True)
             self._shards.add(shard)
-        os.replace(tmp, self._object_file(sha))
+        try:
+            os.replace(tmp, self._object_file(sha))
+        except FileNotFoundError:
+            if not os.path.exists(tmp):
+                raise
+            # the folder was removed while this process ran (a clean-up): make it again
+            os.makedirs(os.path.join(self._objects_dir(), shard), exist_ok=True)
+            os.replace(tmp, self._object_file(sha))
 
     def end_run(self, run_id: str, end: RunEnd) -> None:
         self.sync()  # a finished run has all its points
