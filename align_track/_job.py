@@ -147,10 +147,20 @@ def run_record(
     resolved, _ = resolve_leafwise(config, skip=NOT_PARAMS)
     raw = unresolved_tree(config, skip=NOT_PARAMS)
     redactor.mask_env(env_references(_all_unresolved(config, raw)))
+    known = redactor.remembered
     user_config: Dict[str, Any] = redactor.tree(resolved)
+    if redactor.remembered != known:
+        # a secret found under its key (llm.api_key: ${creds.key}) may sit under a
+        # harmless key read earlier in the walk: walk again, masking it there too
+        user_config = redactor.tree(resolved)
+    overrides = redactor.overrides(task_overrides(config))
     env = {**environment(store), "launch_dir": launch_dir(config),
            "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")}
     env["argv"] = redactor.overrides(env["argv"])
+    # paths may hold override values (hydra.job.override_dirname): mask those
+    env["cwd"], env["launch_dir"] = redactor.text(env["cwd"]), redactor.text(env["launch_dir"])
+    out_dir = select(config, "hydra.runtime.output_dir")
+    sweep_dir = (sweep_dir or select(config, "hydra.sweep.dir")) if is_multirun(config) else None
     return RunRecord(
         id=new_run_id(),
         experiment=experiment_name(config, settings),
@@ -159,14 +169,13 @@ def run_record(
         config=user_config,
         config_yaml=unresolved_yaml(config, NOT_PARAMS, redactor, plain=raw),
         params=_params(config, user_config),
-        overrides=redactor.overrides(task_overrides(config)),
+        overrides=overrides,
         choices=dict(select(config, "hydra.runtime.choices", {}) or {}),
         tags=redactor.flat({str(k): str(v) for k, v in settings.tags.items()}),
-        output_dir=select(config, "hydra.runtime.output_dir"),
+        output_dir=redactor.text(out_dir) if out_dir else out_dir,
         sweep_id=sweep_id,
         job_num=job_num(config),
-        sweep_dir=(sweep_dir or select(config, "hydra.sweep.dir"))
-        if is_multirun(config) else None,
+        sweep_dir=redactor.text(sweep_dir) if sweep_dir else sweep_dir,
         env=env,
         git=git_state(launch_dir(config)),
         identity=_identity(config),

@@ -143,10 +143,12 @@ class TrackerCallback(Callback):
             return
         try:
             try:
-                self._attach_hydra_files(run, config)
-                settings = self._job_settings(config)
-                if settings.collect and run.record.output_dir:
-                    collect(run, run.record.output_dir, settings.collect)
+                settings = self._job_settings(config)  # this job's, as at its start
+                out_dir = _job.select(config, "hydra.runtime.output_dir")
+                if settings.log_hydra_files:
+                    self._attach_hydra_files(run, config, out_dir or "")
+                if settings.collect and out_dir:
+                    collect(run, out_dir, settings.collect)
             except Exception as exc:
                 logger.warning("run %s: could not store the job's files: %s", run.id, exc)
             self._close(run, job_return)
@@ -197,15 +199,16 @@ class TrackerCallback(Callback):
             tracker.backend.start_sweep(sweep)  # once per group: later calls change nothing
         return group or None
 
-    def _attach_hydra_files(self, run: Run, config: DictConfig) -> None:
-        if not self.settings.log_hydra_files:
-            return
-        out_dir = run.record.output_dir or ""
+    @staticmethod
+    def _attach_hydra_files(run: Run, config: DictConfig, out_dir: str) -> None:
         folder = _LazyFolder()  # made only when a file holds a secret (seldom)
         try:
             files = []
             for path in _job.hydra_files(config):
-                name = run.redactor.text(artifact_name(os.path.relpath(path, out_dir), path))
+                name = os.path.relpath(path, out_dir)
+                if name.startswith(".."):  # a log file outside the job's folder
+                    name = os.path.basename(path)
+                name = run.redactor.text(artifact_name(name, path))
                 if run.redactor.enabled:
                     path = (_redacted_copy(path, folder, run.redactor)
                             if path.endswith(".yaml")
@@ -277,15 +280,15 @@ def _redacted_copy(path: str, folder: "_LazyFolder", redactor: Redactor) -> str:
 
 
 def _scrubbed_copy(path: str, folder: "_LazyFolder", redactor: Redactor) -> str:
-    """``path`` itself, or a copy of a text file (the job log) with secrets masked."""
+    """``path`` itself, or a copy of a text file (the job log) with secrets masked.
+    Read line by line: a log of any size costs no more memory than its longest line."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        text = fh.read()
-    clean = redactor.text(text)
-    if clean == text:
-        return path
+        if not any(redactor.text(line) != line for line in fh):
+            return path
     target = os.path.join(str(folder), os.path.basename(path))
-    with open(target, "w", encoding="utf-8") as fh:
-        fh.write(clean)
+    with open(path, encoding="utf-8", errors="replace") as src, \
+            open(target, "w", encoding="utf-8") as dst:
+        dst.writelines(redactor.text(line) for line in src)
     return target
 
 

@@ -34,7 +34,7 @@ VALUE_PATTERNS = (
     r"glpat-[A-Za-z0-9_\-]{20,}",                   # GitLab
     r"eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}",  # JWT
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
-    r"://[^/\s:@]+:[^/\s@]+@",                      # password in a URL
+    r"://[^/\s:@]*:[^/\s@]+@",                      # password in a URL
 )
 
 
@@ -119,6 +119,11 @@ class Redactor:
             value = os.environ.get(name)
             if self.enabled and name not in ENV_ALLOWED and value:
                 self._remember(value)
+
+    @property
+    def remembered(self) -> int:
+        """How many secret values this redactor masks wherever they appear."""
+        return len(self._literals)
 
     def _remember(self, value: str) -> None:
         """Mask ``value`` wherever it appears from now on (an environment variable
@@ -223,7 +228,11 @@ class Redactor:
         if secret and not _is_reference(value):
             if isinstance(value, str):
                 self._remember(value)
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._remember(str(value))  # a numeric password, as a log would print it
             return MASK
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return MASK if self._literals and str(value) in self._literals else value
         if isinstance(value, str):
             if self.secret_value(value) or any(lit in value for lit in self._literals):
                 return MASK

@@ -65,7 +65,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrackerSettings)
              if f.default is not dataclasses.MISSING}
 #: Each setting's type, as written in the class (annotations are text here).
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrackerSettings)}
-#: Container settings whose null means empty (see :func:`register_options`).
+#: Container settings whose null means empty (``collect`` in the tracker options).
 _EMPTY = {"Dict[str, str]": dict, "List[str]": list}
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -130,13 +130,14 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
         )
     values = {}
     for name, value in raw.items():
+        kind = _TYPES[name]
+        _check_entries(name, value, kind)
         try:
-            values[name] = _convert(value, _TYPES[name])
+            values[name] = _convert(value, kind)
         except (TypeError, ValueError) as exc:
-            hint = (f"; write a list, as in tracker.{name}=[{value}]"
-                    if "List[" in _TYPES[name] and isinstance(value, str) else "")
             raise AlignTrackConfigError(
-                f"tracker.{name}: {exc} (expected {_TYPES[name]}){hint}") from None
+                f"tracker.{name}: {exc} (expected {kind}){_hint(name, value, kind)}"
+            ) from None
     settings = TrackerSettings(**values)
     if settings.redact:
         import re
@@ -155,6 +156,38 @@ def parse_settings(raw: Optional[Mapping[str, Any]]) -> TrackerSettings:
             "seconds > 0"
         )
     return settings
+
+
+#: An entry of each list setting, for messages.
+_EXAMPLE = {"collect": "scores.json", "redact": "my_token"}
+
+
+def _check_entries(name: str, value: Any, kind: str) -> None:
+    """Name the entry of a list or mapping setting that is not text."""
+    if "Dict[" in kind and isinstance(value, Mapping):
+        entries: Any = ((f"tracker.{name}.{key}", entry) for key, entry in value.items())
+    elif "List[" in kind and isinstance(value, (list, tuple)):
+        entries = ((f"tracker.{name}[{i}]", entry) for i, entry in enumerate(value))
+    else:
+        return
+    for where, entry in entries:
+        try:
+            _convert(entry, "str")
+        except ValueError as exc:
+            raise AlignTrackConfigError(
+                f"{where}: {exc} (expected text); write it as in "
+                + ("+tracker.tags.team=nlp" if "Dict[" in kind
+                   else f"tracker.{name}=[{_EXAMPLE.get(name, 'x')}]")) from None
+
+
+def _hint(name: str, value: Any, kind: str) -> str:
+    if "List[" in kind and isinstance(value, str):
+        return f"; write a list, as in tracker.{name}=[{value}]"
+    if "List[" in kind:
+        return f"; write a list, as in tracker.{name}=[{_EXAMPLE.get(name, 'x')}]"
+    if "Dict[" in kind:
+        return f"; write a mapping, as in tracker.{name}={{team: nlp}}"
+    return ""
 
 
 _warned_keys: set = set()
@@ -195,9 +228,11 @@ def register_options() -> None:
     defaults = dataclasses.asdict(TrackerSettings())
     others = {key for keys in BACKEND_FIELDS.values() for key in keys}
     for backend, own in BACKEND_FIELDS.items():
-        # an empty list or mapping is stored as null: Hydra builds a container node
-        # for each one in every composition, twice a job in a sweep
-        settings = {key: None if value in ([], {}) else value
+        # an empty list is stored as null: Hydra builds a node for each container
+        # in every composition, twice a job in a sweep. (A list an app sets before
+        # this option is replaced either way; tags stay a mapping, so an app's own
+        # tags merge with the option's.)
+        settings = {key: None if value == [] else value
                     for key, value in defaults.items() if key not in others or key in own}
         store.store(
             group="tracker", name=backend, package="_global_", provider="align-track",

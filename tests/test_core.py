@@ -204,11 +204,29 @@ def test_defaults_list_and_group_overrides(tmp_path: Path) -> None:
     assert run["tags"] == {"team": "a", "model": "mlp"}
 
 
+def test_app_tags_merge_whichever_comes_first_in_the_defaults(tmp_path: Path) -> None:
+    # with _self_ before the option, the option's settings come last: its tags
+    # mapping merges with the app's instead of replacing it
+    app_dir = tmp_path / "own"
+    shutil.copytree(APPS / "basic", app_dir)
+    config = (app_dir / "config.yaml").read_text()
+    (app_dir / "config.yaml").write_text("defaults:\n  - _self_\n  - tracker: sqlite\n"
+                                         + config + "tracker:\n  tags:\n    owner: me\n")
+
+    run_app(app_dir / "app.py", "+tracker.tags.team=a")
+
+    [run] = _runs(app_dir / "experiments.db")
+    assert run["tags"] == {"owner": "me", "team": "a", "model": "mlp"}
+
+
 @pytest.mark.parametrize("override, message", [
     ("+tracker.dbb=x.db", "tracker.dbb is not a tracker setting; accepted keys: backend"),
     ("tracker.flush_interval=fast", "flush_interval"),
     ("tracker.flush_interval=inf", "must be a number of seconds > 0"),
-], ids=["misspelt-key", "bad-type", "infinite"])
+    ("+tracker.tags={team: null}", "tracker.tags.team: null is not allowed"),
+    ("tracker.tags=nlp", "write a mapping, as in tracker.tags={team: nlp}"),
+    ("tracker.collect={a: 1}", "write a list, as in tracker.collect=[scores.json]"),
+], ids=["misspelt-key", "bad-type", "infinite", "tag-entry", "tags-text", "collect-map"])
 def test_bad_settings_fail_at_start(basic: Path, override: str, message: str) -> None:
     proc = run_app(basic, "+tracker=sqlite", override, check=False)
 

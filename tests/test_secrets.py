@@ -133,3 +133,52 @@ def test_credentials_found_in_short_and_long_hydra_files() -> None:
         assert redactor.may_mask_yaml(page + "  api_key: abc\n")
     # a key folded over two lines of a long value
     assert redactor.may_mask_yaml(page + "  note: >\n    -----BEGIN RSA\n    PRIVATE KEY-----\n")
+
+
+LEAK_APP = '''
+import logging
+import hydra
+log = logging.getLogger(__name__)
+
+@hydra.main(version_base=None, config_path=".", config_name="config")
+def main(cfg):
+    log.info("connecting with %s and %s", cfg.db.password, cfg.cache)
+    raise RuntimeError(f"login refused for password {cfg.db.password}")
+
+if __name__ == "__main__":
+    main()
+'''
+LEAK_CONFIG = '''
+aaa:
+  value: interpSECRETvalue42
+db:
+  password: 98765432
+cache: "redis://:RedisPassw0rd1@cache:6379/0"
+llm:
+  api_key: ${aaa.value}
+'''
+
+
+def test_secrets_in_numbers_interpolations_urls_and_output_dirs(tmp_path: Path) -> None:
+    # a numeric password, a secret reached through an interpolation from a harmless
+    # key, a URL with a password and no user, and an output dir named by overrides
+    from conftest import write_app
+
+    app = write_app(tmp_path / "app", LEAK_APP, LEAK_CONFIG)
+    run_app(app, "-m", "+tracker=sqlite", "+svc.api_key=OVERRIDE-SECRET-7777",
+            "hydra.sweep.subdir=${hydra.job.override_dirname}", check=False)
+
+    files = _files_written_by_align_track(app.parent)
+    assert any(p.suffix == ".db" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        for secret in ("98765432", "interpSECRETvalue42", "RedisPassw0rd1",
+                       "OVERRIDE-SECRET-7777"):
+            assert secret.encode() not in data, f"{secret} leaked into {path}"
+    db = str(app.parent / "experiments.db")
+    run = experiments_json("--db", db, "show", experiments_json("--db", db, "list")[0]["id"])
+    assert run["status"] == "failed"
+    assert run["params"]["aaa.value"] == "<redacted>"
+    assert run["params"]["db.password"] == "<redacted>"
+    assert "<redacted>" in run["output_dir"]
+    assert {".hydra/config.yaml", "app.log"} <= {a["name"] for a in run["artifacts"]}

@@ -114,6 +114,17 @@ def test_basic_launcher_isolates_jobs_and_counts_the_failure(app: Path) -> None:
     assert {r["id"] for r in latest} == {r["id"] for r in runs}
 
 
+def test_settings_swept_per_job_apply_to_that_job(app: Path) -> None:
+    run_app(app, "-m", "+tracker=sqlite", "x=0", "tracker.log_hydra_files=false,true")
+
+    stored = {num: {a["name"] for a in experiments_json(
+                  "--db", _db(app), "show", run["id"])["artifacts"]}
+              for num, run in _by_job(_runs(app)).items()}
+    assert set(stored) == {0, 1}
+    assert not any(name.startswith(".hydra/") for name in stored[0])  # false
+    assert {".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml"} <= stored[1]
+
+
 def test_a_sweep_whose_jobs_never_start_shows_them_missing(app: Path) -> None:
     # Hydra applies env_set before on_job_start: a bad interpolation there fails the
     # launch of the first job, so no job ever opens a run.
