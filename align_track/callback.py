@@ -4,8 +4,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -250,11 +248,15 @@ class _LazyFolder:
 
     def __str__(self) -> str:
         if self._path is None:
+            import tempfile
+
             self._path = tempfile.mkdtemp(prefix="align-track-")
         return self._path
 
     def remove(self) -> None:
         if self._path is not None:
+            import shutil
+
             shutil.rmtree(self._path, ignore_errors=True)
 
 

@@ -5,9 +5,7 @@ import getpass
 import logging
 import os
 import platform
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 from typing import Any, Dict, Optional
@@ -90,6 +88,10 @@ def git_state(directory: str) -> Dict[str, Any]:
 
 
 def _read_git(directory: str) -> Dict[str, Any]:
+    if not _may_be_checkout(directory):
+        return {}  # no git process to start: nothing to read
+    import shutil
+
     if shutil.which("git") is None:
         return {}
     # one call for the three names (rev-parse prints one line per argument)
@@ -107,7 +109,24 @@ def _read_git(directory: str) -> Dict[str, Any]:
     }
 
 
+def _may_be_checkout(directory: str) -> bool:
+    """False when git would find no repository for ``directory``: no ``.git`` in it
+    or above it, and no ``GIT_DIR`` naming one elsewhere."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return True
+    path = os.path.abspath(directory)
+    while True:
+        if os.path.exists(os.path.join(path, ".git")):
+            return True
+        parent = os.path.dirname(path)
+        if parent == path:
+            return False
+        path = parent
+
+
 def _git(directory: str, *args: str) -> Optional[str]:
+    import subprocess
+
     try:
         out = subprocess.run(
             ["git", *args],
