@@ -91,8 +91,8 @@ def _plain_container(content: Any) -> Any:
 
 def _plain_leaf(config: DictConfig, key: str) -> Any:
     """The value at ``key`` when it is a plain stored value (no interpolation, not
-    missing) or a container of such values; else _NOT_PLAIN. A job reads a dozen such keys of
-    the hydra node, and OmegaConf.select costs more."""
+    missing) or a container of such values; else _NOT_PLAIN. A job reads a dozen
+    such keys of the hydra node, and OmegaConf.select costs more."""
     value = _stored(config, key)
     if isinstance(value, str) and ("${" in value or value == "???"):
         return _NOT_PLAIN
@@ -158,9 +158,13 @@ def run_record(
            "hydra_version": _hydra_version(), "job_id": select(config, "hydra.job.id")}
     env["argv"] = redactor.overrides(env["argv"])
     # paths may hold override values (hydra.job.override_dirname): mask those
-    env["cwd"], env["launch_dir"] = redactor.text(env["cwd"]), redactor.text(env["launch_dir"])
+    for key in ("cwd", "launch_dir"):
+        env[key] = redactor.text(env[key])
     out_dir = select(config, "hydra.runtime.output_dir")
-    sweep_dir = (sweep_dir or select(config, "hydra.sweep.dir")) if is_multirun(config) else None
+    if is_multirun(config):
+        sweep_dir = sweep_dir or select(config, "hydra.sweep.dir")
+    else:
+        sweep_dir = None
     return RunRecord(
         id=new_run_id(),
         experiment=experiment_name(config, settings),

@@ -89,7 +89,8 @@ def test_objects_folder_cleaned_while_the_process_runs(tmp_path: Path) -> None:
         got = second.log_artifact(src)
 
     assert [g["name"] for g in got] == ["model.bin"]
-    assert _object(db, _stored(db, second.id)["model.bin"]["sha256"]).read_bytes() == b"weights"
+    sha = _stored(db, second.id)["model.bin"]["sha256"]
+    assert _object(db, sha).read_bytes() == b"weights"
 
 
 def test_same_bytes_stored_once(tmp_path: Path) -> None:
