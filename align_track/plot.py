@@ -217,13 +217,34 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.format == "csv":
         frame.to_csv(target, index=False)
     elif args.format == "json":
-        frame.to_json(target, orient="records", date_format="iso", indent=1)
-        if target is sys.stdout:
-            sys.stdout.write("\n")
+        _write_json(frame, target)
     else:
         frame.to_parquet(target, index=False)
     if args.output:
         print(f"wrote {len(frame)} rows to {args.output}", file=sys.stderr)
+
+
+def _write_json(frame: Any, target: Any) -> None:
+    """Records as ``list --format json`` writes them: every float as stored (NaN,
+    Infinity, -Infinity, all digits), times in ISO 8601."""
+    import json
+
+    text = json.dumps(frame.to_dict(orient="records"), indent=1, allow_nan=True,
+                      ensure_ascii=False, default=_json_value) + "\n"
+    if hasattr(target, "write"):
+        target.write(text)
+    else:
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+def _json_value(value: Any) -> Any:
+    """A pandas or numpy value that json cannot write, as plain data."""
+    if hasattr(value, "isoformat"):  # a Timestamp; NaT is not equal to itself
+        return value.isoformat() if value == value else None
+    if hasattr(value, "item"):  # a numpy scalar
+        return value.item()
+    return str(value)
 
 
 def _plain_columns(frame: Any) -> Any:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Dict, Iterator
 
@@ -125,3 +126,21 @@ def test_export_csv_json_parquet(db: Dict[str, str], tmp_path: Path) -> None:
     assert sorted(pd.read_parquet(out)["params.lr"]) == [0.001, 0.01, 0.1]
     refused = experiments("--db", db["path"], "export", "--format", "parquet", check=False)
     assert refused.returncode == 1 and "-o FILE" in refused.stderr
+
+
+def test_export_json_keeps_nan_infinities_and_every_digit(tmp_path: Path) -> None:
+    from align_track import track_run
+
+    db = str(tmp_path / "odd.db")
+    with track_run("odd", db=db) as run:
+        run.log({"nan": math.nan, "pinf": math.inf, "ninf": -math.inf,
+                 "exact": 0.989755859375}, step=0)
+
+    out = experiments("--db", db, "export", "--format", "json", "--metrics").stdout
+    values = {row["metric"]: row["value"] for row in json.loads(out)}
+    assert math.isnan(values["nan"])
+    assert values["pinf"] == math.inf and values["ninf"] == -math.inf
+    assert values["exact"] == 0.989755859375
+    [summary] = json.loads(experiments("--db", db, "export", "--format", "json").stdout)
+    assert summary["metrics.pinf"] == math.inf and summary["id"] == run.id
+    assert summary["started_at"].startswith("20")  # ISO 8601 time
