@@ -384,7 +384,8 @@ def _spool_note() -> Optional[str]:
     if not waiting:
         return None
     targets = sorted({f"{r['backend']} {r['location']}" for r in waiting})
-    return (f"{len(waiting)} runs await sync to {', '.join(targets)}: "
+    runs = "1 run awaits" if len(waiting) == 1 else f"{len(waiting)} runs await"
+    return (f"{runs} sync to {', '.join(targets)}: "
             f"{' '.join(r['id'][:8] for r in waiting)} (run `experiments sync`)")
 
 

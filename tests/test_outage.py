@@ -43,7 +43,7 @@ def test_server_lost_mid_run_then_synced(tmp_path: Path) -> None:
         assert job.returncode == 0, err
         assert "experiments sync" in out + err
         waiting = experiments("list", cwd=app_dir).stdout
-        assert "1 runs await sync to mlflow" in waiting
+        assert "1 run awaits sync to mlflow" in waiting
 
         server.start()
         first = experiments("sync", cwd=app_dir)
