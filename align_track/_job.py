@@ -81,7 +81,7 @@ def _plain_container(content: Any) -> Any:
     for key, child in pairs:
         value = child._value() if isinstance(child, Node) else _NOT_PLAIN
         if isinstance(value, str):
-            if "${" in value or value == "???":
+            if _unresolved_text(value):
                 return _NOT_PLAIN
         elif not (value is None or isinstance(value, _SCALARS)):
             return _NOT_PLAIN
@@ -94,9 +94,14 @@ def _plain_leaf(config: DictConfig, key: str) -> Any:
     missing) or a container of such values; else _NOT_PLAIN. A job reads a dozen
     such keys of the hydra node, and OmegaConf.select costs more."""
     value = _stored(config, key)
-    if isinstance(value, str) and ("${" in value or value == "???"):
+    if isinstance(value, str) and _unresolved_text(value):
         return _NOT_PLAIN
     return value
+
+
+def _unresolved_text(value: str) -> bool:
+    """Whether stored text is an interpolation or ``???`` rather than its value."""
+    return "${" in value or value == "???"
 
 
 def forget_job() -> None:

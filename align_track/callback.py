@@ -7,7 +7,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
@@ -65,7 +65,7 @@ class TrackerCallback(Callback):
         # hydra.sweep.dir as the sweep resolved it: each job's config holds the same
         # text, and resolving ${now:...} again costs a parse per job
         self.sweep_dir: Optional[str] = None
-        self._runs: Dict[int, Run] = {}
+        self._runs: Dict[int, Tuple[Run, TrackerSettings]] = {}  # by thread: run, settings
 
     # Hydra may pickle the callback into launcher workers: send settings only.
     def __getstate__(self) -> Dict[str, Any]:
@@ -130,18 +130,18 @@ class TrackerCallback(Callback):
             _context.disable(f"{settings.backend}: {exc}")
             return
         _context.disable(None)
-        self._runs[threading.get_ident()] = run
+        self._runs[threading.get_ident()] = (run, settings)
         _context.bind(run)
         _lifecycle.install()
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """Both modes, where the job ran, after the task returned or raised."""
-        run = self._runs.pop(threading.get_ident(), None)
-        if run is None:
+        opened = self._runs.pop(threading.get_ident(), None)
+        if opened is None:
             return
+        run, settings = opened  # this job's settings, read when it started
         try:
             try:
-                settings = self._job_settings(config)  # this job's, as at its start
                 out_dir = _job.select(config, "hydra.runtime.output_dir")
                 if settings.log_hydra_files:
                     self._attach_hydra_files(run, config, out_dir or "")

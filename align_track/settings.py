@@ -177,14 +177,18 @@ def _check_entries(name: str, value: Any, kind: str) -> None:
             raise AlignTrackConfigError(
                 f"{where}: {exc} (expected text); write it as in "
                 + ("+tracker.tags.team=nlp" if "Dict[" in kind
-                   else f"tracker.{name}=[{_EXAMPLE.get(name, 'x')}]")) from None
+                   else _list_example(name))) from None
+
+
+def _list_example(name: str) -> str:
+    return f"tracker.{name}=[{_EXAMPLE.get(name, 'x')}]"
 
 
 def _hint(name: str, value: Any, kind: str) -> str:
     if "List[" in kind and isinstance(value, str):
         return f"; write a list, as in tracker.{name}=[{value}]"
     if "List[" in kind:
-        return f"; write a list, as in tracker.{name}=[{_EXAMPLE.get(name, 'x')}]"
+        return f"; write a list, as in {_list_example(name)}"
     if "Dict[" in kind:
         return f"; write a mapping, as in tracker.{name}={{team: nlp}}"
     return ""

@@ -253,15 +253,18 @@ class Run:
 
     def store_files(self, files: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
         """Store ``(path, name)`` pairs as artifacts, in one backend call where the
-        backend takes a batch; where that fails, file by file, so one unreadable
-        file costs only itself. Names are used as given."""
+        backend stores a batch all at once or not at all; else, or where that
+        fails, file by file, so one unreadable file costs only itself. Names are
+        used as given."""
         if self._closed or not files:
             return []
         if len(files) > 1:
             with self._io_lock:
                 try:
                     return list(self.backend.log_artifacts(self.id, files))
-                except Exception as exc:  # retried one by one below, each warned of
+                except NotImplementedError:
+                    pass
+                except Exception as exc:  # nothing stored: retried one by one below
                     logger.debug("run %s: batch of %d artifacts failed (%s); storing "
                                  "them one by one", self.id, len(files), exc)
         stored = []

@@ -76,10 +76,10 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"backend {self.name!r} cannot store artifacts")
 
     def log_artifacts(self, run_id: str, files: List[Tuple[str, str]]) -> List[Dict[str, Any]]:
-        """Store ``(path, name)`` pairs; one mapping per file, as
-        :meth:`log_artifact` returns. Backends that can store a batch at once (in
-        one transaction) override this."""
-        return [self.log_artifact(run_id, path, name) for path, name in files]
+        """Store ``(path, name)`` pairs all at once or none of them (one
+        transaction); one mapping per file, as :meth:`log_artifact` returns.
+        Optional: the caller stores the files one by one where this raises."""
+        raise NotImplementedError(f"backend {self.name!r} stores artifacts one by one")
 
     def find_resumable(self, identity: str) -> Optional[str]:
         """The id of an unfinished run with this job identity (a requeued job), or

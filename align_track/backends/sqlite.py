@@ -278,9 +278,10 @@ class SQLiteBackend(Backend):
         return Path(self._object_file(sha))
 
     def _object_file(self, sha: str) -> str:
-        return os.path.join(self._objects_dir(), sha[:2], sha)
+        return os.path.join(self._objects or self._objects_dir(), sha[:2], sha)
 
     def _objects_dir(self) -> str:
+        """The objects folder, made (again) if it is not there."""
         objects = self._objects
         if objects is None or not os.path.isdir(objects):
             objects = str(store.artifact_dir(self.db) / "objects")
@@ -313,59 +314,40 @@ class SQLiteBackend(Backend):
                 # all when the same bytes are stored already
                 data = src.read(size)
                 sha = hashlib.sha256(data).hexdigest()
-                final = self._object_file(sha)
-                if not os.path.exists(final):
-                    self._place(objects, sha, lambda dst: dst.write(data))
+                if not os.path.exists(self._object_file(sha)):
+                    self._settle(_write_temp(objects, lambda dst: dst.write(data)), sha)
                 return sha, len(data)
-            return self._copy_large(objects, src, size)
+            digest = hashlib.sha256()
+            copied = 0
 
-    def _copy_large(self, objects: str, src: Any, size: int) -> Tuple[str, int]:
-        digest = hashlib.sha256()
-        copied = 0
+            def copy(dst: Any) -> None:
+                nonlocal copied
+                left = size
+                while left > 0:
+                    chunk = src.read(min(1 << 20, left))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    copied += len(chunk)
+                    left -= len(chunk)
 
-        def copy(dst: Any) -> None:
-            nonlocal copied
-            left = size
-            while left > 0:
-                chunk = src.read(min(1 << 20, left))
-                if not chunk:
-                    break
-                digest.update(chunk)
-                dst.write(chunk)
-                copied += len(chunk)
-                left -= len(chunk)
-
-        tmp = self._write_temp(objects, copy)
-        try:
+            tmp = _write_temp(objects, copy)
             sha = digest.hexdigest()
+            self._settle(tmp, sha)
+            return sha, copied
+
+    def _settle(self, tmp: str, sha: str) -> None:
+        """Make the written file ``tmp`` the object ``sha``, or drop it when that
+        object is there already (same bytes stored once)."""
+        try:
             if os.path.exists(self._object_file(sha)):
-                os.unlink(tmp)  # same bytes stored once
+                os.unlink(tmp)
             else:
                 self._move_in(tmp, sha)
         except BaseException:
             _unlink(tmp)
             raise
-        return sha, copied
-
-    def _place(self, objects: str, sha: str, write: Any) -> None:
-        tmp = self._write_temp(objects, write)
-        try:
-            self._move_in(tmp, sha)
-        except BaseException:
-            _unlink(tmp)
-            raise
-
-    @staticmethod
-    def _write_temp(objects: str, write: Any) -> str:
-        """A new file in ``objects`` holding what ``write`` writes; its path."""
-        fd, tmp = _new_file(objects)
-        try:
-            with os.fdopen(fd, "wb") as dst:
-                write(dst)
-        except BaseException:
-            _unlink(tmp)
-            raise
-        return tmp
 
     def _move_in(self, tmp: str, sha: str) -> None:
         shard = sha[:2]
@@ -447,6 +429,18 @@ def _new_file(folder: str) -> Tuple[int, str]:
             return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600), path
         except FileExistsError:  # left by a process that had this pid before
             continue
+
+
+def _write_temp(folder: str, write: Any) -> str:
+    """A new file in ``folder`` holding what ``write`` writes; its path."""
+    fd, tmp = _new_file(folder)
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            write(dst)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return tmp
 
 
 def _unlink(path: str) -> None:
