@@ -272,7 +272,7 @@ function artifactUrl(run, name, inline) {
 
 async function artifactsCard(run) {
   if (!run.artifacts.length) return null;
-  const rows = [], previews = [];
+  const rows = [], previews = [], loads = [];
   for (const a of run.artifacts) {
     rows.push(h("tr", {}, h("td", {}, a.name), h("td", { class: "num" }, a.size),
       h("td", {}, a.sha256.slice(0, 12)),
@@ -283,13 +283,17 @@ async function artifactsCard(run) {
         src: artifactUrl(run.id, a.name, true) }), h("figcaption", { class: "muted" }, a.name)));
     } else if (TEXT_EXT.test(a.name) && a.size <= 65536) {
       const pre = h("pre", { class: "artifact-text", "data-name": a.name }, "…");
-      fetch(artifactUrl(run.id, a.name, true)).then(r => r.text())
-        .then(t => { pre.textContent = t; });
+      // The page counts as shown once these small texts are in, not before.
+      loads.push(fetch(artifactUrl(run.id, a.name, true))
+        .then(r => r.ok ? r.text() : Promise.reject(new Error(`HTTP ${r.status}`)))
+        .then(t => { pre.textContent = t; },
+              e => { pre.textContent = `could not load ${a.name}: ${e.message}`; }));
       // Hydra's own files (.hydra/...) start folded; the app's own are shown.
       previews.push(h("details", { open: !a.name.startsWith(".") },
         h("summary", { class: "muted" }, a.name), pre));
     }
   }
+  await Promise.all(loads);
   return card("Artifacts", h("table", { id: "artifacts" },
     h("thead", {}, h("tr", {}, ["name", "bytes", "sha256", ""].map(c => h("th", {}, c)))),
     h("tbody", {}, rows)), ...previews);
