@@ -113,6 +113,7 @@ def align_track_log(p: Dict[str, Any]) -> Dict[str, Any]:
     by ``run.flush()``: the cost a loop pays while the store keeps up.
     ``sustained``: ``n`` calls back to back, faster than any store writes them:
     back-pressure makes the loop wait for the writer.
+    ``ratio``: the same bursts, each against a list-append burst timed just before it.
     """
     import align_track
 
@@ -124,8 +125,52 @@ def align_track_log(p: Dict[str, Any]) -> Dict[str, Any]:
                 log({"loss": VALUE}, step=i)
 
         bursts = _bursts(block, p["burst"], p["bursts"], run.flush)
+        paired = _paired_with_floor(block, p["burst"], p["bursts"], run.flush)
         sustained = _repeat(lambda start, n: block(start + 10 ** 9, n), p["n"], 1)
-    return {"per_point": bursts, "sustained": sustained}
+    return {"per_point": bursts, "sustained": sustained, **paired}
+
+
+def _paired_with_floor(block: Callable[[int, int], None], n: int, bursts: int,
+                       between: Callable[[], None]) -> Dict[str, Any]:
+    """Rounds of three bursts in one process: the list-append floor, a bare log() (a
+    clock read and a tuple per point, no checks) and ``block``, so that a slow moment
+    of a shared machine weighs on both sides of a ratio. ``ratio`` holds ``block``'s
+    cost ÷ the floor's, round by round; ``bare_ratio`` the bare log()'s."""
+    points: List[Any] = []
+    append = points.append
+    now = time.time()
+    clock = time.time
+
+    def floor(start: int, n: int) -> None:  # list_append's per_point block
+        for i in range(start, start + n):
+            append(("loss", i, VALUE, now))
+
+    def bare(metrics: Any, step: Any = None, *, context: Any = None) -> None:
+        now = clock()
+        for name in metrics:
+            append((name, step, metrics[name], now, ""))
+
+    def call_bare(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            bare({"loss": VALUE}, step=i)
+
+    ours, base, bares = [], [], []
+    for r in range(bursts):
+        t0 = time.perf_counter()
+        floor(r * n, n)
+        t1 = time.perf_counter()
+        call_bare(r * n, n)
+        t2 = time.perf_counter()
+        block(10 ** 8 + r * n, n)
+        t3 = time.perf_counter()
+        points.clear()
+        between()
+        base.append((t1 - t0) / n)
+        bares.append((t2 - t1) / n)
+        ours.append((t3 - t2) / n)
+    return {"paired_per_point": stats(ours), "paired_floor": stats(base),
+            "ratio": stats([o / b for o, b in zip(ours, base)]),
+            "bare_ratio": stats([o / b for o, b in zip(bares, base)])}
 
 
 @case
