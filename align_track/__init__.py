@@ -7,10 +7,8 @@ Log from anywhere inside a tracked job::
 """
 from __future__ import annotations
 
-from _collections_abc import Mapping  # loaded at interpreter start; typing is not
-from time import time as _now
-
 from align_track import _context
+from align_track._context import log
 
 __version__ = "0.1.0"
 
@@ -29,61 +27,10 @@ __all__ = [
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
+    from typing import Any, Dict, List, Mapping, Optional
 
     from align_track.callback import TrackerCallback
     from align_track.tracker import Run, SQLiteTracker, track_run
-
-
-def log(
-    metrics: Mapping[str, Any],
-    step: Any = None,
-    *,
-    context: Optional[Mapping[str, Any]] = None,
-) -> None:
-    """Log metric values to the current run.
-
-    Args:
-        metrics: metric name -> number (int, float, bool, Decimal, or a one-element
-            numpy/torch/jax scalar).
-        step: an integer step; omitted means the next step for each metric.
-        context: optional mapping stored with the points, e.g. ``{"subset": "val"}``.
-
-    Raises:
-        TypeError: ``metrics`` is not a mapping. A value that is not a number, or a
-            name that is not a non-empty string, is skipped with one warning per
-            metric name (or raises with ``tracker.strict=true``).
-
-    With no open run this warns once and does nothing.
-    """
-    run = _context._only
-    if run is not None and step.__class__ is int and context is None \
-            and metrics.__class__ is dict:
-        # The common call, kept short: it runs for every point a job logs. Values
-        # are read now: an array or tensor the caller changes later must not change
-        # what was logged.
-        now = _now()
-        append = run._append
-        for name in metrics:  # cheaper than items() for the one or few names of a call
-            value = metrics[name]
-            if (value.__class__ is float or value.__class__ is int
-                    and -_context.INT64 <= value < _context.INT64) \
-                    and name.__class__ is str and name:
-                append((name, step, value, now, ""))
-            else:
-                run._log_slow(name, value, step, now, "")
-        if now > run._check_at:
-            run._backlog(now)
-        return
-    run = getattr(_context._local, "run", None)
-    if run is None or run._closed:
-        run = _context.current()
-        if run is None:
-            if not isinstance(metrics, Mapping):
-                raise TypeError("align_track.log() takes a mapping of metric name -> "
-                                f"number; got {type(metrics).__name__}")
-            return
-    run.log(metrics, step, context=context)
 
 
 def log_artifact(path: Any, name: Optional[str] = None) -> List[Dict[str, Any]]:

@@ -1,8 +1,11 @@
-"""Which run ``align_track.log()`` reaches from the calling thread."""
+"""Which run ``align_track.log()`` reaches from the calling thread, and log() itself:
+its common call reads the one open run from this module's globals."""
 from __future__ import annotations
 
 import _thread
 import os
+from _collections_abc import Mapping  # loaded at interpreter start; typing is not
+from time import time as _now
 
 # `import align_track` must stay cheap (no typing, logging or threading modules):
 # the C-level _thread gives the same thread-local storage and locks.
@@ -25,14 +28,69 @@ _warned: set = set()
 _forked_from: Optional[int] = None
 _ended = False  # a run of this process has ended: a late log() comes from its threads
 _disabled: Optional[str] = None  # why this job runs untracked (its backend did not open)
-# The one open run, while exactly one is open: then every thread logs to it, and
-# log() reaches it without a thread-local lookup.
+# The one open run, while exactly one is open and it is not strict: then every
+# thread logs to it, and log() reaches it without a thread-local lookup and leaves
+# the check of metric names to its writer (a strict run raises in the caller).
 _only: Optional["Run"] = None
 
 
 def _refresh_only() -> None:
     global _only
-    _only = next(iter(_open.values())) if len(_open) == 1 else None
+    only = next(iter(_open.values())) if len(_open) == 1 else None
+    _only = only if only is not None and not only.strict else None
+
+
+def log(
+    metrics: Mapping[str, Any],
+    step: Any = None,
+    *,
+    context: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Log metric values to the current run.
+
+    Args:
+        metrics: metric name -> number (int, float, bool, Decimal, or a one-element
+            numpy/torch/jax scalar).
+        step: an integer step; omitted means the next step for each metric.
+        context: optional mapping stored with the points, e.g. ``{"subset": "val"}``.
+
+    Raises:
+        TypeError: ``metrics`` is not a mapping. A value that is not a number, or a
+            name that is not a non-empty string, is skipped with one warning per
+            metric name (or raises with ``tracker.strict=true``).
+
+    With no open run this warns once and does nothing.
+    """
+    run = _only
+    if run is not None and step.__class__ is int and context is None \
+            and metrics.__class__ is dict:
+        # The common call, kept short: it runs for every point a job logs. Values
+        # are read now: an array or tensor the caller changes later must not change
+        # what was logged. Names are checked by the run's writer, once per name.
+        now = _now()
+        append = run._append
+        for name in metrics:  # cheaper than items() for the one or few names of a call
+            value = metrics[name]
+            if value.__class__ is float or value.__class__ is int \
+                    and -INT64 <= value < INT64:
+                append((name, step, value, now, ""))
+            else:
+                run._log_slow(name, value, step, now, "")
+        if now > run._check_at:
+            run._backlog(now)
+        return
+    run = getattr(_local, "run", None)
+    if run is None or run._closed:
+        run = current()
+        if run is None:
+            if not isinstance(metrics, Mapping):
+                raise TypeError("align_track.log() takes a mapping of metric name -> "
+                                f"number; got {type(metrics).__name__}")
+            return
+    run.log(metrics, step, context=context)
+
+
+log.__module__ = "align_track"
 
 
 def bind(run: "Run") -> Any:

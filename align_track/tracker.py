@@ -71,6 +71,7 @@ class Run:
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
         self._series_masks: Dict[str, str] = {}  # name or context -> as stored
+        self._named: Set[Any] = set()  # metric names found to be non-empty strings
         self._auto_steps = False  # set once log() got a point without a step
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
@@ -164,16 +165,7 @@ class Run:
     def _log_slow(self, name: Any, value: Any, step: Any, now: float, ctx: str) -> None:
         if not isinstance(name, str) or not name:
             self.dropped += 1
-            message = (f"metric names must be non-empty strings; got {name!r} "
-                       f"({type(name).__name__})")
-            if self.strict:
-                raise TypeError(f"{message} (tracker.strict=true)")
-            # one warning per bad name, as for values; per type past WARNED_NAMES
-            kind = type(name).__name__
-            self._warn_once(("name", kind, name) if len(self._warned) < WARNED_NAMES
-                            else ("name", kind),
-                            "%s; the value is skipped\n  name each metric with a "
-                            "string, as in {'loss': 0.3}", message)
+            self._bad_name(name)
             return
         number = to_float(value)
         if number is REFUSED:
@@ -186,6 +178,18 @@ class Run:
                          "put text in tags or params")
             return
         self._append((name, step, number, now, ctx))
+
+    def _bad_name(self, name: Any, may_raise: bool = True) -> None:
+        message = (f"metric names must be non-empty strings; got {name!r} "
+                   f"({type(name).__name__})")
+        if self.strict and may_raise:
+            raise TypeError(f"{message} (tracker.strict=true)")
+        # one warning per bad name, as for values; per type past WARNED_NAMES
+        kind = type(name).__name__
+        self._warn_once(("name", kind, name) if len(self._warned) < WARNED_NAMES
+                        else ("name", kind),
+                        "%s; the value is skipped\n  name each metric with a "
+                        "string, as in {'loss': 0.3}", message)
 
     def _refuse(self, name: str, what: str, fix: str, why: str = "") -> None:
         self.dropped += 1
@@ -318,7 +322,7 @@ class Run:
             popleft = self._points.popleft
             fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
             fresh = self._steps_in_range(self._number_steps(fresh))
-            batch.extend(self._masked_series(fresh))
+            batch.extend(self._checked_series(fresh))
             try:
                 self.backend.log_metrics(self.id, batch)
             except Exception as exc:
@@ -328,14 +332,29 @@ class Run:
                                 self.backend.name, len(batch), self.id, exc)
                 return
 
-    def _masked_series(self, batch: List[Point]) -> List[Point]:
-        """The batch with secrets masked in metric names and contexts (a name built
-        from a value the config read, say). Each distinct name and context is checked
-        once per run; a batch is copied only when one of them changes."""
-        if not batch or not self.redactor.enabled:
+    def _checked_series(self, batch: List[Point]) -> List[Point]:
+        """The batch less its points whose name is not a non-empty string, with
+        secrets masked in metric names and contexts (a name built from a value the
+        config read, say). log() leaves the name check to here, where each distinct
+        name is checked once per run, not once per call; a batch is copied only when
+        a point goes or a text changes."""
+        if not batch:
+            return batch
+        names = set(map(_NAME, batch))
+        if not names <= self._named:
+            for name in names - self._named:
+                if isinstance(name, str) and name:
+                    self._named.add(name)
+                else:  # (a strict run's log() checks names itself, and raises)
+                    self._bad_name(name, may_raise=False)
+            kept = [p for p in batch if p[0] in self._named]
+            self.dropped += len(batch) - len(kept)
+            batch = kept
+            names &= self._named
+        if not self.redactor.enabled:
             return batch
         seen = self._series_masks
-        texts = set(map(_NAME, batch))
+        texts = names
         texts.update(map(_CTX, batch))
         for text in texts:
             if text not in seen:

@@ -161,6 +161,27 @@ def test_a_name_that_is_not_a_string_is_skipped_with_a_warning(
             align_track.log({3: 1.0}, step=0)  # type: ignore[dict-item]
 
 
+def test_bad_names_are_dropped_with_masking_off_and_across_batches(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # log() leaves the name check to the run's writer: it must hold whatever the
+    # masking setting, for a name first seen in a later batch, and from a thread
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", db=str(db), redact=[]) as run:
+            align_track.log({"loss": 1.0, None: 2.0}, step=0)  # type: ignore[dict-item]
+            run.flush()
+            worker = threading.Thread(target=lambda: align_track.log(
+                {"loss": 0.5, b"acc": 0.9}, step=1))  # type: ignore[dict-item]
+            worker.start()
+            worker.join()
+    got = _read(db)
+    assert {k: [p["value"] for p in v] for k, v in got["metrics"].items()} == {
+        "loss": [1.0, 0.5]}
+    assert got["dropped"] == 2
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "None (NoneType)" in warned and "b'acc' (bytes)" in warned
+
+
 def test_contexts_that_print_alike_stay_apart(tmp_path: Path) -> None:
     db = tmp_path / "e.db"
     with align_track.track_run("t", db=str(db)):
