@@ -51,7 +51,9 @@ def ratios(r: Dict[str, Any], stat: str = "median") -> Dict[str, float]:
         "log_vs_aim_track": _div(_get(r, "aim_track", "per_point", stat), ours),
         "ingest_vs_executemany": _get(ing, "ratio", stat) or _div(
             _get(ing, "ours_rate", stat), _get(ing, "floor_rate", stat)),
-        "callback_overhead_fraction": _div(
+        # round by round (each tracked sweep against the untracked one beside it);
+        # else from the two medians
+        "callback_overhead_fraction": _get(cb, "overhead_fraction", stat) or _div(
             None if tracked is None or untracked is None else tracked - untracked, untracked),
         "bytes_vs_mlflow": _div(_get(ing, "ours_bytes", stat),
                                 _get(ml, "sqlite", "bytes_per_point")),

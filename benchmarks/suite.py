@@ -47,7 +47,7 @@ class Sizes:
     # to create (100,000 would take half an hour)
     mlflow_runs: int = 10_000
     sweep_jobs: int = 20
-    sweep_repeats: int = 7  # whole sweeps vary by ±5% on a shared 2-core machine
+    sweep_repeats: int = 11  # whole sweeps vary by ±5% on a shared 2-core machine
     config_repeats: int = 2
     config_leaves: tuple = (10, 100, 1_000, 10_000)
     config_jobs: int = 10
@@ -323,16 +323,24 @@ class Suite:
         s = self.sizes
         app = _write_app(self.tmp / "sweep-app", leaves=10)
         sweep = ["lr=" + ",".join(f"0.{i + 1:03d}" for i in range(s.sweep_jobs))]
-        plain, group, tracked = [], [], []
-        for r in range(s.sweep_repeats):
-            plain.append(self._sweep(app, sweep, f"plain-{r}"))
+        times: Dict[str, List[float]] = {"plain": [], "group": [], "tracked": []}
+        runs = {
+            "plain": lambda r: self._sweep(app, sweep, f"plain-{r}"),
             # what Hydra itself spends on any extra config group (composed twice a
             # job by the basic sweeper and launcher), for reference
-            group.append(self._sweep(app, sweep + ["+extra=empty"], f"group-{r}"))
-            tracked.append(self._sweep(app, sweep, f"tracked-{r}", tracked=True))
+            "group": lambda r: self._sweep(app, sweep + ["+extra=empty"], f"group-{r}"),
+            "tracked": lambda r: self._sweep(app, sweep, f"tracked-{r}", tracked=True),
+        }
+        order = list(runs)
+        for r in range(s.sweep_repeats):
+            for kind in order[r % 3:] + order[:r % 3]:  # no kind always runs first
+                times[kind].append(runs[kind](r))
+        plain, group, tracked = times["plain"], times["group"], times["tracked"]
         self.results["callback"] = {
             "jobs": s.sweep_jobs, "untracked_s": stats(plain), "tracked_s": stats(tracked),
             "empty_group_s": stats(group),
+            # round by round: each tracked sweep against the untracked one beside it
+            "overhead_fraction": stats([(t - p) / p for t, p in zip(tracked, plain)]),
             "overhead_ms_per_job": stats([(t - p) / s.sweep_jobs * 1e3
                                           for t, p in zip(tracked, plain)]),
             "empty_group_ms_per_job": stats([(g - p) / s.sweep_jobs * 1e3

@@ -61,6 +61,19 @@ def test_figures_have_min_and_median_and_no_case_failed(results: dict) -> None:
     assert results["results"]["import"]["heavy_modules_loaded"] is not None
 
 
+def test_paired_ratios_come_from_each_round(results: dict) -> None:
+    # log() against the floor timed beside it, and each tracked sweep against the
+    # untracked one of its round: one sample a round, and the ratio is their median
+    sizes, r = results["sizes"], results["results"]
+    log = r["align_track_log"]
+    assert len(log["ratio"]["samples"]) == len(log["paired_floor"]["samples"]) == sizes["bursts"]
+    assert results["ratios"]["log_vs_list_append"] == log["ratio"]["median"]
+    assert results["ratios"]["bare_log_vs_list_append"] == log["bare_ratio"]["median"] > 1
+    cb = r["callback"]
+    assert len(cb["overhead_fraction"]["samples"]) == sizes["sweep_repeats"]
+    assert results["ratios"]["callback_overhead_fraction"] == cb["overhead_fraction"]["median"]
+
+
 def test_markdown_table_and_plots_are_written(results: dict) -> None:
     out = Path(results["_out"])
     table = (out / "latest.md").read_text()
