@@ -255,7 +255,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     v, m = doc["versions"], doc["machine"]
     text = (f"Run {doc['date']} ({doc['mode']} mode, {doc['suite_seconds']:.0f} s) on "
             f"{m['cpus']} × {m['cpu']}, {m['platform']}, load average at the end "
-            f"{m['load_average_at_end']}.\n"
+            + (", ".join(f"{x:.2f}" for x in m["load_average_at_end"])
+               if m.get("load_average_at_end") else "unknown") + ".\n"
             f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".\n\n")
     text += "### Targets\n\n| what | measured (median) | target | met |\n|---|---|---|---|\n"
     for t in doc["targets"]:
@@ -276,6 +277,16 @@ def markdown(doc: Dict[str, Any]) -> str:
                  r.get("list_append", {}).get("bare_log"), n=bursts)
     text += _row("align_track.log per point (caller, bursts)",
                  r.get("align_track_log", {}).get("per_point"), n=bursts)
+    log = r.get("align_track_log", {})
+    ratio = lambda x: f"{x:.2f}x"  # noqa: E731
+    text += _row("paired rounds: list.append per point (floor)", log.get("paired_floor"),
+                 n=bursts)
+    text += _row("paired rounds: align_track.log per point", log.get("paired_per_point"),
+                 n=bursts)
+    text += _row("paired rounds: log() ÷ the floor of its round", log.get("ratio"), ratio,
+                 bursts)
+    text += _row("paired rounds: bare log() ÷ the floor of its round",
+                 log.get("bare_ratio"), ratio, bursts)
     text += _row("align_track.log per point, back to back (bounded by ingest)",
                  r.get("align_track_log", {}).get("sustained"), n=s["log_n"])
     text += _row("mlflow.log_metric per point, sqlite",
@@ -325,6 +336,8 @@ def markdown(doc: Dict[str, Any]) -> str:
     text += _row(f"{s['sweep_jobs']}-job sweep, +tracker=sqlite", cb.get("tracked_s"), secs)
     text += _row("tracking overhead per job", cb.get("overhead_ms_per_job"),
                  lambda x: f"{x:,.1f} ms")
+    text += _row("tracked ÷ untracked sweep of the same round, less 1",
+                 cb.get("overhead_fraction"), lambda x: f"{x:+.1%}", s["sweep_repeats"])
     text += _row(f"{s['sweep_jobs']}-job sweep, untracked, +extra=empty (an empty "
                  "config group)", cb.get("empty_group_s"), secs)
     text += _row("Hydra's cost of an empty config group, per job",
