@@ -257,7 +257,7 @@ def markdown(doc: Dict[str, Any]) -> str:
             f"{m['cpus']} × {m['cpu']}, {m['platform']}, load average at the end "
             + (", ".join(f"{x:.2f}" for x in m["load_average_at_end"])
                if m.get("load_average_at_end") else "unknown") + ".\n"
-            f"Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".\n\n")
+            + "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".\n\n")
     text += "### Targets\n\n| what | measured (median) | target | met |\n|---|---|---|---|\n"
     for t in doc["targets"]:
         text += f"| {t['what']} | {t['measured']} | {t['target']} | {'yes' if t['met'] else '**no**'} |\n"

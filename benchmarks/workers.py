@@ -61,6 +61,30 @@ def _bursts(block: Callable[[int, int], None], n: int, bursts: int,
     return stats(samples)
 
 
+def _floor_and_bare_log(append: Callable[[Any], None]) -> Any:
+    """Two blocks over ``append``: the floor (a (name, step, value, time) tuple
+    appended per point) and calls of a bare log(), which does what log() must at
+    least (a clock read per call, a tuple per point appended) with none of its
+    checks."""
+    now = time.time()
+    clock = time.time
+
+    def floor(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            append(("loss", i, VALUE, now))
+
+    def bare(metrics: Any, step: Any = None, *, context: Any = None) -> None:
+        now = clock()
+        for name in metrics:
+            append((name, step, metrics[name], now, ""))
+
+    def call_bare(start: int, n: int) -> None:
+        for i in range(start, start + n):
+            bare({"loss": VALUE}, step=i)
+
+    return floor, call_bare
+
+
 @case
 def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     """The floor: append a (name, step, value, time) tuple to a list; the same with
@@ -69,12 +93,7 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     (a clock read, a tuple per point appended), with none of its checks."""
     points: List[Any] = []
     append = points.append
-    now = time.time()
-
-    def block(start: int, n: int) -> None:
-        for i in range(start, start + n):
-            append(("loss", i, VALUE, now))
-
+    block, call_bare = _floor_and_bare_log(append)
     clock = time.time
 
     def block_clock(start: int, n: int) -> None:  # each point with its own time
@@ -87,17 +106,6 @@ def list_append(p: Dict[str, Any]) -> Dict[str, Any]:
     def call(start: int, n: int) -> None:
         for i in range(start, start + n):
             nothing({"loss": VALUE}, step=i)
-
-    def bare(metrics: Any, step: Any = None, *, context: Any = None) -> None:
-        # what log() must do at least, with none of its checks: read the clock once
-        # and keep each point of the mapping as a tuple
-        now = clock()
-        for name in metrics:
-            append((name, step, metrics[name], now, ""))
-
-    def call_bare(start: int, n: int) -> None:
-        for i in range(start, start + n):
-            bare({"loss": VALUE}, step=i)
 
     return {"per_point": _bursts(block, p["burst"], p["bursts"], points.clear),
             "with_clock": _bursts(block_clock, p["burst"], p["bursts"], points.clear),
@@ -137,23 +145,7 @@ def _paired_with_floor(block: Callable[[int, int], None], n: int, bursts: int,
     of a shared machine weighs on both sides of a ratio. ``ratio`` holds ``block``'s
     cost ÷ the floor's, round by round; ``bare_ratio`` the bare log()'s."""
     points: List[Any] = []
-    append = points.append
-    now = time.time()
-    clock = time.time
-
-    def floor(start: int, n: int) -> None:  # list_append's per_point block
-        for i in range(start, start + n):
-            append(("loss", i, VALUE, now))
-
-    def bare(metrics: Any, step: Any = None, *, context: Any = None) -> None:
-        now = clock()
-        for name in metrics:
-            append((name, step, metrics[name], now, ""))
-
-    def call_bare(start: int, n: int) -> None:
-        for i in range(start, start + n):
-            bare({"loss": VALUE}, step=i)
-
+    floor, call_bare = _floor_and_bare_log(points.append)
     ours, base, bares = [], [], []
     for r in range(bursts):
         t0 = time.perf_counter()
