@@ -57,7 +57,8 @@ def log(
     Raises:
         TypeError: ``metrics`` is not a mapping. A value that is not a number, or a
             name that is not a non-empty string, is skipped with one warning per
-            metric name (or raises with ``tracker.strict=true``).
+            metric name (or raises with ``tracker.strict=true``). The warning for a
+            bad name comes from the run's writer, within about a second.
 
     With no open run this warns once and does nothing.
     """
@@ -97,9 +98,10 @@ def bind(run: "Run") -> Any:
     """Make ``run`` the current run of this thread; returns a token for unbind."""
     previous = getattr(_local, "run", None)
     _local.run = run
-    with _lock:
-        _open[run.id] = run
-        _refresh_only()
+    if not run._closed:  # an ended run is not opened again: log() says it ended
+        with _lock:
+            _open[run.id] = run
+            _refresh_only()
     return previous
 
 

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _SERIES_KEY = operator.itemgetter(0, 4)  # (name, context) of a point
 _NAME, _STEP, _CTX = operator.itemgetter(0), operator.itemgetter(1), operator.itemgetter(4)
+_STR_ONLY = {str}
 
 #: Points a run may hold in memory before the logging thread writes them itself.
 MAX_PENDING = 100_000
@@ -71,7 +72,6 @@ class Run:
         self._retry: List[Point] = []
         self._next_step: Dict[Tuple[str, str], int] = {}
         self._series_masks: Dict[str, str] = {}  # name or context -> as stored
-        self._named: Set[Any] = set()  # metric names found to be non-empty strings
         self._auto_steps = False  # set once log() got a point without a step
         self._warned: Set[Any] = set()
         self._io_lock = threading.RLock()
@@ -180,13 +180,18 @@ class Run:
         self._append((name, step, number, now, ctx))
 
     def _bad_name(self, name: Any, may_raise: bool = True) -> None:
-        message = (f"metric names must be non-empty strings; got {name!r} "
-                   f"({type(name).__name__})")
+        kind = type(name).__name__
+        try:
+            shown = repr(name)[:200]
+        except Exception:
+            shown = f"<{kind} object>"
+        # a name may carry a secret (a key the config read, say)
+        shown = self.redactor.text(shown)
+        message = f"metric names must be non-empty strings; got {shown} ({kind})"
         if self.strict and may_raise:
             raise TypeError(f"{message} (tracker.strict=true)")
         # one warning per bad name, as for values; per type past WARNED_NAMES
-        kind = type(name).__name__
-        self._warn_once(("name", kind, name) if len(self._warned) < WARNED_NAMES
+        self._warn_once(("name", kind, shown) if len(self._warned) < WARNED_NAMES
                         else ("name", kind),
                         "%s; the value is skipped\n  name each metric with a "
                         "string, as in {'loss': 0.3}", message)
@@ -321,8 +326,9 @@ class Run:
             self._retry = []
             popleft = self._points.popleft
             fresh = [popleft() for _ in range(min(len(self._points), BATCH - len(batch)))]
+            fresh, names = self._well_named(fresh)
             fresh = self._steps_in_range(self._number_steps(fresh))
-            batch.extend(self._checked_series(fresh))
+            batch.extend(self._masked_series(fresh, names))
             try:
                 self.backend.log_metrics(self.id, batch)
             except Exception as exc:
@@ -332,26 +338,35 @@ class Run:
                                 self.backend.name, len(batch), self.id, exc)
                 return
 
-    def _checked_series(self, batch: List[Point]) -> List[Point]:
-        """The batch less its points whose name is not a non-empty string, with
-        secrets masked in metric names and contexts (a name built from a value the
-        config read, say). log() leaves the name check to here, where each distinct
-        name is checked once per run, not once per call; a batch is copied only when
-        a point goes or a text changes."""
-        if not batch:
-            return batch
-        names = set(map(_NAME, batch))
-        if not names <= self._named:
-            for name in names - self._named:
-                if isinstance(name, str) and name:
-                    self._named.add(name)
-                else:  # (a strict run's log() checks names itself, and raises)
-                    self._bad_name(name, may_raise=False)
-            kept = [p for p in batch if p[0] in self._named]
-            self.dropped += len(batch) - len(kept)
-            batch = kept
-            names &= self._named
-        if not self.redactor.enabled:
+    def _well_named(self, batch: List[Point]) -> Tuple[List[Point], Set[str]]:
+        """The batch less its points whose name is not a non-empty string, and the
+        set of its names. A name of a str subclass (numpy.str_, say) becomes a plain
+        str, which every store and the writer process take. log() leaves this check
+        to here: one pass over the names' types at C speed, and a point-by-point
+        pass only when one is off."""
+        if set(map(type, map(_NAME, batch))) <= _STR_ONLY:
+            names = set(map(_NAME, batch))
+            if "" not in names:
+                return batch, names
+        kept = []
+        for point in batch:
+            name = point[0]
+            if name.__class__ is not str and isinstance(name, str) and name:
+                point = (str.__str__(name),) + point[1:]
+            elif name.__class__ is not str or not name:
+                # (a strict run's log() checks names itself, and raises)
+                self._bad_name(name, may_raise=False)
+                continue
+            kept.append(point)
+        self.dropped += len(batch) - len(kept)
+        return kept, set(map(_NAME, kept))
+
+    def _masked_series(self, batch: List[Point], names: Set[str]) -> List[Point]:
+        """The batch with secrets masked in metric names and contexts (a name built
+        from a value the config read, say). Each distinct name and context is checked
+        once per run (``names``: the batch's names, or more); a batch is copied only
+        when one of them changes."""
+        if not batch or not self.redactor.enabled:
             return batch
         seen = self._series_masks
         texts = names

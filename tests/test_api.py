@@ -182,6 +182,60 @@ def test_bad_names_are_dropped_with_masking_off_and_across_batches(
     assert "None (NoneType)" in warned and "b'acc' (bytes)" in warned
 
 
+def test_a_name_whose_hash_breaks_later_costs_only_its_own_point(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class Key:  # hashable when logged, not when the writer reads it
+        def __init__(self) -> None:
+            self.parts: tuple = ("a",)
+
+        def __hash__(self) -> int:
+            return hash(self.parts)
+
+        def __repr__(self) -> str:
+            return "Key(token=sk-live-0123456789abcdef0123)"
+
+    db = tmp_path / "e.db"
+    key = Key()
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("t", db=str(db)) as run:
+            for step in range(100):
+                align_track.log({"loss": float(step)}, step=step)
+            align_track.log({key: 1.0}, step=100)  # type: ignore[dict-item]
+            key.parts = (["now", "unhashable"],)
+            for step in range(101, 200):
+                align_track.log({"loss": float(step)}, step=step)
+    got = _read(db)
+    assert got["status"] == "finished" and run.dropped == got["dropped"] == 1
+    assert [p["step"] for p in got["metrics"]["loss"]] == list(range(100)) + list(range(101, 200))
+    [warning] = [r.getMessage() for r in caplog.records if "metric names" in r.getMessage()]
+    assert "(Key)" in warning and "0123456789abcdef" not in warning  # the secret masked
+
+
+def test_binding_an_ended_run_does_not_open_it_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = tmp_path / "e.db"
+    with align_track.track_run("a", db=str(db)) as first:
+        align_track.log({"x": 1.0}, step=0)
+
+    def late() -> None:
+        with align_track.bind(first):
+            align_track.log({"late": 1.0}, step=0)
+
+    worker = threading.Thread(target=late)
+    worker.start()
+    worker.join()
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("b", db=str(db)) as second:
+            helper = threading.Thread(target=lambda: align_track.log({"y": 2.0}, step=0))
+            helper.start()
+            helper.join()
+    conn = store.connect_readonly(str(db))
+    got = reader.get_run(conn, second.id)
+    conn.close()
+    assert list(got["metrics"]) == ["y"]  # the thread reached the one open run
+    assert not [r for r in caplog.records if "runs are open" in r.getMessage()]
+
+
 def test_contexts_that_print_alike_stay_apart(tmp_path: Path) -> None:
     db = tmp_path / "e.db"
     with align_track.track_run("t", db=str(db)):

@@ -67,6 +67,37 @@ def test_fast_run_is_written_by_a_writer_process(tmp_path: Path) -> None:
     assert (last_step, count) == (N - 1, N) and last_value == pytest.approx(1.0 / N)
 
 
+class _Name(str):
+    """A str subclass, as numpy.str_ is: marshal, which feeds the writer process,
+    does not keep it a str."""
+
+
+def test_names_of_a_str_subclass_or_only_equal_to_a_str_through_the_writer_process(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from collections import UserString
+
+    db = tmp_path / "e.db"
+    with caplog.at_level(logging.WARNING):
+        with align_track.track_run("bulk", db=str(db)) as run:
+            for i in range(N):
+                align_track.log({"loss": 0.5}, step=i)
+                if i == BULK_AT + 7:
+                    align_track.log({_Name("acc"): 0.9}, step=i)
+                    align_track.log({UserString("loss"): 99.0}, step=i)  # type: ignore[dict-item]
+            run.flush()
+            assert run.backend._bulk is not None and run.backend._bulk.child_pid
+    with sqlite3.connect(db) as conn:
+        series = dict(conn.execute(
+            "SELECT s.name, count(*) FROM points p JOIN series s ON s.id = p.series_id "
+            "GROUP BY s.name"))
+        dropped = conn.execute("SELECT dropped FROM runs").fetchone()[0]
+        values = {v for (v,) in conn.execute("SELECT DISTINCT value FROM points")}
+    assert series == {"loss": N, "acc": 1}  # every point, each once
+    assert dropped == 1 and 99.0 not in values
+    assert any("'loss' (UserString)" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "could not" in r.getMessage()]
+
+
 def test_small_runs_stay_in_process(tmp_path: Path) -> None:
     with align_track.track_run("small", db=str(tmp_path / "e.db")) as run:
         for i in range((BULK_AFTER - 1) * BULK_AT // 2):  # two metrics a call
