@@ -23,14 +23,18 @@ def main(argv: "list[str] | None" = None) -> int:
                         help="run only these cases (imports, log_cost, peers, ingest, "
                         "memory, concurrency, cli_scale, mlflow_scale, callback, "
                         "config_size, other_backends)")
-    parser.add_argument("--out", type=Path, default=RESULTS,
-                        help=f"where the results go (default {RESULTS})")
+    parser.add_argument("--out", type=Path,
+                        help=f"where the results go (default: {RESULTS} for a full run "
+                        f"of every case; {RESULTS / 'partial'} with --quick or --only, "
+                        "so that a partial run never replaces the full run's files)")
     parser.add_argument("--max-runs", type=int,
                         help="largest store for the CLI figures (default 100000)")
     parser.add_argument("--no-server", action="store_true",
                         help="skip the rows that need an mlflow server process")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / "partial" if args.quick or args.only else RESULTS
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         stream=sys.stderr)
     sizes = QUICK if args.quick else Sizes()
