@@ -118,7 +118,7 @@ def targets(r: Dict[str, Any], q: Dict[str, float]) -> List[Tuple[str, str, str,
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             rows.append((what, fmt.format(value), target, bool(ok)))
 
-    add("log() vs list append", q["log_vs_list_append"], "{:.1f}x", "<= 5x",
+    add("log() vs list append", q["log_vs_list_append"], "{:.2f}x", "<= 5x",
         q["log_vs_list_append"] <= 5)
     add("log() vs mlflow.log_metric (sqlite)", q["log_vs_mlflow_log_metric"],
         "{:.0f}x cheaper", ">= 1000x", q["log_vs_mlflow_log_metric"] >= 1000)
