@@ -357,6 +357,36 @@ def test_jobs_in_other_processes_share_one_parent(server: str) -> None:
     assert run.data.tags["align_track.status"] == "interrupted"
 
 
+def test_a_parent_made_unseen_by_another_process_is_settled_at_run_end(server: str) -> None:
+    """Two processes make a sweep's parent at the same instant and each search
+    sees only its own (the other's not committed yet): at their runs' ends both
+    runs sit under one parent, and the other parent is gone."""
+    experiment = f"settle-{uuid.uuid4().hex[:8]}"
+    sweep_id = uuid.uuid4().hex
+    first, second = MLflowBackend(server), MLflowBackend(server)
+    records = [RunRecord(id=uuid.uuid4().hex, experiment=experiment, name=f"job {i}",
+                         started_at=time.time(), sweep_id=sweep_id, job_num=i)
+               for i in range(2)]
+    first.start_run(records[0])
+    exp_id = first.client.get_experiment_by_name(experiment).experiment_id
+    time.sleep(0.01)  # a later start time: the first process's parent comes first
+    # the second process's start, as when its search ran before the first's commit
+    unseen = second._create_parent(sweep_id, exp_id, None)
+    second._parents[(sweep_id, exp_id)] = unseen
+    second.start_run(records[1])
+    for backend, record in zip((first, second), records):
+        backend.end_run(record.id, RunEnd(status="finished", ended_at=time.time()))
+
+    client = MlflowClient(server)
+    runs = _runs(client, experiment)
+    parents = [r for r in runs if r.data.tags.get("align_track.kind") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.run_id != unseen
+    children = [r for r in runs if r not in parents]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len(children) == 2
+    assert client.get_run(unseen).info.lifecycle_stage == "deleted"
+
+
 def test_a_server_that_does_not_answer_fails_at_open() -> None:
     backend = MLflowBackend(f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(ConnectionError, match="no MLflow server answers"):

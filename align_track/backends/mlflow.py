@@ -210,6 +210,7 @@ class MLflowBackend(Backend):
         # sweep id -> MLflow parent run id; parents this process opened and not closed
         self._parents: Dict[Tuple[str, str], str] = {}
         self._open_parents: Dict[str, str] = {}
+        self._sweep_of: Dict[str, Tuple[str, str]] = {}  # run id -> (sweep id, exp id)
         self._atexit = False
 
     # -- setup ---------------------------------------------------------------------
@@ -331,6 +332,8 @@ class MLflowBackend(Backend):
         with self._lock:
             self._runs[record.id] = mlflow_id
             self._experiment_of[record.id] = exp_id
+            if record.sweep_id:
+                self._sweep_of[record.id] = (record.sweep_id, exp_id)
             self._params[record.id] = {}
             self._later_params[record.id] = {}
             self._metric_keys[record.id] = {}
@@ -614,6 +617,10 @@ class MLflowBackend(Backend):
         client.set_terminated(mlflow_id, STATUS.get(end.status, "KILLED"),
                               end_time=_ms(end.ended_at))
         with self._lock:
+            sweep = self._sweep_of.pop(run_id, None)
+        if sweep is not None:
+            self._settle_parent(mlflow_id, *sweep)
+        with self._lock:
             for table in (self._params, self._later_params, self._metric_keys,
                           self._renamed, self._infinite):
                 table.pop(run_id, None)
@@ -669,13 +676,37 @@ class MLflowBackend(Backend):
             self._parents[(sweep_id, exp_id)] = parent
         return parent
 
+    def _settle_parent(self, mlflow_id: str, sweep_id: str, exp_id: str) -> None:
+        """At a run's end, move it under the sweep's one parent if another process
+        made a parent too, and the search at the run's start could not see it yet
+        (made at the same instant, committed later). Every process keeps the same
+        parent, the first of the search's order; a losing parent goes once no run
+        is under it."""
+        parents = self._find_parents(sweep_id, exp_id)
+        with self._lock:
+            mine = self._parents.get((sweep_id, exp_id))
+        if not parents or mine is None or parents[0].info.run_id == mine:
+            return
+        winner = parents[0].info.run_id
+        self.client.set_tag(mlflow_id, "mlflow.parentRunId", winner)
+        with self._lock:
+            self._parents[(sweep_id, exp_id)] = winner
+            for sweep, parent in self._open_parents.items():
+                if parent == mine:
+                    self._open_parents[sweep] = winner
+        still = self.client.search_runs(
+            [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{mine}'", max_results=1)
+        if not still:
+            self.client.delete_run(mine)
+        logger.debug("run %s moved from parent %s to %s", mlflow_id, mine, winner)
+
     def _create_parent(
         self, sweep_id: str, exp_id: str, sweep: Optional[SweepRecord]
     ) -> str:
         tags = {f"{TAG}kind": SWEEP_KIND, f"{TAG}sweep_id": sweep_id}
         name = f"sweep {sweep_id[:8]}"
-        # Without a sweep record the store stamps the start time, so parents made
-        # at once by several processes are ordered as they were created.
+        # Without a sweep record the client stamps the start time; parents made at
+        # once by several processes are settled at their runs' ends.
         started = None
         if sweep is not None:
             started = _ms(sweep.started_at)
