@@ -84,9 +84,14 @@ def log(
     if run is None or run._closed:
         run = current()
         if run is None:
+            # the same mistakes raise with or without a run, so a script fails the
+            # same way when tracking is off
             if not isinstance(metrics, Mapping):
                 raise TypeError("align_track.log() takes a mapping of metric name -> "
                                 f"number; got {type(metrics).__name__}")
+            if context and not isinstance(context, Mapping):
+                raise TypeError("context must be a mapping such as {'subset': 'val'}, "
+                                f"got {type(context).__name__}")
             return
     run.log(metrics, step, context=context)
 

@@ -274,7 +274,7 @@ def cmd_show(args: argparse.Namespace) -> None:
     if run["output_dir"]:
         lines.append(f"output dir {run['output_dir']}")
     if run["dropped"]:
-        lines.append(f"dropped    {run['dropped']} values that were not numbers")
+        lines.append(f"dropped    {run['dropped']} points skipped (bad values, names or steps)")
     if run["overrides"]:
         lines.append(f"overrides  {' '.join(run['overrides'])}")
     git = run["git"]

@@ -119,12 +119,12 @@ class Run:
             given, step = step, to_step(step)
             if step is REFUSED:
                 self.dropped += len(metrics)
-                message = (f"step {given!r} ({type(given).__name__}) is not an integer; "
-                           f"the points of this call are skipped\n  pass an int step, "
-                           f"or none for the next step of each metric")
+                message = f"step {given!r} ({type(given).__name__}) is not an integer"
+                fix = "pass an int step, or none for the next step of each metric"
                 if self.strict:
-                    raise TypeError(message)
-                self._warn_once(("step", type(given).__name__), "%s", message)
+                    raise TypeError(f"{message} (tracker.strict=true)\n  {fix}")
+                self._warn_once(("step", type(given).__name__), "%s",
+                                f"{message}; the points of this call are skipped\n  {fix}")
                 return
         ctx = context_key(context) if context else ""
         now = time.time()

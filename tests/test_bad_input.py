@@ -84,6 +84,8 @@ def test_context_must_be_a_mapping(tmp_path: Path) -> None:
     with align_track.track_run("t", db=str(tmp_path / "e.db")):
         with pytest.raises(TypeError, match="context must be a mapping"):
             align_track.log({"x": 1.0}, context="val")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="context must be a mapping"):  # no run open
+        align_track.log({"x": 1.0}, context=3)  # type: ignore[arg-type]
 
 
 def test_ints_and_steps_beyond_64_bits_lose_no_other_point(tmp_path: Path) -> None:

@@ -336,7 +336,7 @@ async function showRun(id) {
   ["duration", run.duration !== null ? fmtDuration(run.duration) : "running"],
   ["output dir", run.output_dir], ["return value", run.return_value === null ? ""
     : JSON.stringify(run.return_value)],
-  ["dropped", run.dropped ? `${run.dropped} values that were not numbers` : ""]]),
+  ["dropped", run.dropped ? `${run.dropped} points skipped (bad values, names or steps)` : ""]]),
   run.error ? h("div", { class: "error" }, `${run.error.type}: ${run.error.message}`) : null,
   run.error && run.error.traceback ? h("details", {}, h("summary", {}, "traceback"),
     h("pre", {}, run.error.traceback)) : null);
