@@ -275,9 +275,9 @@ def markdown(doc: Dict[str, Any]) -> str:
                  r.get("list_append", {}).get("empty_call"), n=bursts)
     text += _row("a bare log(): clock read and tuple append, no checks",
                  r.get("list_append", {}).get("bare_log"), n=bursts)
-    text += _row("align_track.log per point (caller, bursts)",
-                 r.get("align_track_log", {}).get("per_point"), n=bursts)
     log = r.get("align_track_log", {})
+    text += _row("align_track.log per point (caller, bursts)", log.get("per_point"),
+                 n=bursts)
     ratio = lambda x: f"{x:.2f}x"  # noqa: E731
     text += _row("paired rounds: list.append per point (floor)", log.get("paired_floor"),
                  n=bursts)
@@ -288,7 +288,7 @@ def markdown(doc: Dict[str, Any]) -> str:
     text += _row("paired rounds: bare log() ÷ the floor of its round",
                  log.get("bare_ratio"), ratio, bursts)
     text += _row("align_track.log per point, back to back (bounded by ingest)",
-                 r.get("align_track_log", {}).get("sustained"), n=s["log_n"])
+                 log.get("sustained"), n=s["log_n"])
     text += _row("mlflow.log_metric per point, sqlite",
                  ml.get("sqlite", {}).get("log_metric"), n=s["mlflow_metric_sqlite"])
     text += _row("mlflow.log_metric per point, server",

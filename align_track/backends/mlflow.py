@@ -667,10 +667,10 @@ class MLflowBackend(Backend):
             parent = parents[0].info.run_id
         else:
             parent = self._create_parent(sweep_id, exp_id, sweep)
-            # two processes may have made one each at once: keep the oldest
+            # two processes may have made one each at once: keep the first
             parents = self._find_parents(sweep_id, exp_id)
             if parents and parents[0].info.run_id != parent:
-                self.client.delete_run(parent)
+                self._drop_parent(exp_id, parent)
                 parent = parents[0].info.run_id
         with self._lock:
             self._parents[(sweep_id, exp_id)] = parent
@@ -694,11 +694,16 @@ class MLflowBackend(Backend):
             for sweep, parent in self._open_parents.items():
                 if parent == mine:
                     self._open_parents[sweep] = winner
-        still = self.client.search_runs(
-            [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{mine}'", max_results=1)
-        if not still:
-            self.client.delete_run(mine)
+        self._drop_parent(exp_id, mine)
         logger.debug("run %s moved from parent %s to %s", mlflow_id, mine, winner)
+
+    def _drop_parent(self, exp_id: str, parent: str) -> None:
+        """Delete a parent that lost to another process's, once no run is under it
+        (a run still under it moves at its own end, and the last one deletes it)."""
+        if not self.client.search_runs(
+                [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'",
+                max_results=1):
+            self.client.delete_run(parent)
 
     def _create_parent(
         self, sweep_id: str, exp_id: str, sweep: Optional[SweepRecord]
